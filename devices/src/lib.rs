@@ -1,0 +1,35 @@
+//! Device identity, topic mapping, payload decoding and the fleet simulator.
+//!
+//! # Layout
+//!
+//! - [`id`]: validated newtypes [`DeviceId`] and [`MetricName`]. Nothing from the
+//!   wire becomes a Redis key, S3 key or ClickHouse value without passing here.
+//! - [`reading`]: the shared [`Reading`] model and [`Message`] (one decoded MQTT
+//!   publish: a device, an optional sequence number and its readings).
+//! - [`reject`]: [`Rejection`] and its typed [`RejectReason`] (a small fixed set,
+//!   used as a metric label).
+//! - [`config`]: the `[devices]` config section, raw (serde) and validated.
+//! - [`topic`]: [`topic::TopicPattern`], `devices/{device_id}/telemetry` → device id.
+//! - [`decode`]: topic + payload → [`Message`] or [`Rejection`]; dispatches to
+//!   [`json`] (the gateway's JSON object format) and [`senml`] (RFC 8428).
+//! - [`sim`]: the deterministic simulated fleet, publishing over MQTT, and
+//!   [`ledger`]: what it published, per device and metric, for `verify`.
+//!
+//! Data flows topic/payload → `topic` → `decode` (`json` | `senml`) → `Message`.
+
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod id;
+pub mod json;
+pub mod ledger;
+pub mod reading;
+pub mod reject;
+pub mod senml;
+pub mod sim;
+pub mod topic;
+
+pub use error::{Error, Result};
+pub use id::{DeviceId, MetricName};
+pub use reading::{Message, Reading};
+pub use reject::{RejectReason, Rejection};

@@ -1,0 +1,1 @@
+//! TODO(senml): being written
