@@ -1,0 +1,42 @@
+//! Opening the Redis connection from [`RedisConfig`]: credentials and TLS.
+
+use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, IntoConnectionInfo};
+use secrecy::ExposeSecret;
+
+use crate::{config::RedisConfig, Error, Result};
+
+/// A reconnecting connection. Lazy: the gateway starts even while Redis is
+/// down, and reconnects by itself when it comes back.
+pub fn connect(cfg: &RedisConfig) -> Result<ConnectionManager> {
+    let mut info = cfg.url.as_str().into_connection_info()?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &cfg.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(pw) = &cfg.password {
+        settings = settings.set_password(pw.expose_secret());
+    }
+    info = info.set_redis_settings(settings);
+    let client = match &cfg.tls_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )?
+        }
+        None => redis::Client::open(info)?,
+    };
+    let mgr_cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(cfg.connect_timeout))
+        .set_response_timeout(Some(cfg.response_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(std::time::Duration::from_secs(1));
+    Ok(ConnectionManager::new_lazy_with_config(client, mgr_cfg)?)
+}

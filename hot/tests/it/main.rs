@@ -1,0 +1,315 @@
+//! Hot path against a real Redis (THERMOCLINE_TEST_REDIS_URL, default
+//! redis://127.0.0.1:6379). Each test uses its own key prefix and deletes it.
+
+use std::time::Duration;
+
+use devices::{DeviceId, Message, MetricName, Reading};
+use hot::{
+    aggregate::Aggregator,
+    config::RawHotConfig,
+    connect::connect,
+    dedup::Dedup,
+    keys::Keys,
+    reader::Reader,
+    service::now_ms,
+    window::{Agg, Resolution},
+    writer::Writer,
+};
+use redis::aio::ConnectionManager;
+
+struct Ctx {
+    conn: ConnectionManager,
+    keys: Keys,
+    res: Vec<Resolution>,
+}
+
+impl Ctx {
+    async fn new(name: &str) -> Self {
+        let mut raw = RawHotConfig::default();
+        if let Ok(url) = std::env::var("THERMOCLINE_TEST_REDIS_URL") {
+            raw.redis.url = url;
+        }
+        raw.key_prefix = format!("it-{name}-{}", std::process::id());
+        let cfg = raw.validate().unwrap();
+        let conn = connect(&cfg.redis).unwrap();
+        let ctx = Self {
+            conn,
+            keys: Keys::new(&cfg.key_prefix),
+            res: cfg.resolutions,
+        };
+        ctx.cleanup().await;
+        ctx
+    }
+
+    fn writer(&self) -> Writer {
+        Writer::new(self.conn.clone(), self.keys.clone(), &self.res, 3)
+    }
+
+    fn reader(&self) -> Reader {
+        Reader::new(self.conn.clone(), self.keys.clone(), &self.res)
+    }
+
+    async fn cleanup(&self) {
+        let pattern = format!("{}:*", self.keys.prefix());
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut self.conn.clone())
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut self.conn.clone())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn msg(dev: &str, seq: u64, ts: i64, vals: &[(&str, f64)]) -> Message {
+    let d = DeviceId::parse(dev).unwrap();
+    Message {
+        device_id: d.clone(),
+        seq: Some(seq),
+        readings: vals
+            .iter()
+            .map(|(m, v)| Reading {
+                device_id: d.clone(),
+                metric: MetricName::parse(m).unwrap(),
+                ts_ms: ts,
+                value: *v,
+                seq: Some(seq),
+            })
+            .collect(),
+    }
+}
+
+fn dev(s: &str) -> DeviceId {
+    DeviceId::parse(s).unwrap()
+}
+
+fn metric(s: &str) -> MetricName {
+    MetricName::parse(s).unwrap()
+}
+
+#[tokio::test]
+async fn written_windows_read_back_exactly() {
+    let ctx = Ctx::new("roundtrip").await;
+    let now = now_ms();
+    let mut agg = Aggregator::new(ctx.res.clone(), Dedup::new(256, 1000));
+    let mut expect = Agg::one(now - 3000, 0.1);
+    agg.ingest(&msg("d1", 0, now - 3000, &[("temp", 0.1)]), now);
+    for (i, v) in [21.5, -3.25, 1e-7, 99.99].into_iter().enumerate() {
+        let ts = now - 2000 + i as i64;
+        agg.ingest(
+            &msg("d1", i as u64 + 1, ts, &[("temp", v), ("urn:x:hum", 40.0)]),
+            now,
+        );
+        expect.observe(ts, v);
+    }
+    // Split across two flushes so the script's merge path runs too.
+    let first = agg.take();
+    ctx.writer().write(&first, now).await.unwrap();
+    agg.ingest(&msg("d1", 10, now - 1000, &[("temp", 7.0)]), now);
+    expect.observe(now - 1000, 7.0);
+    ctx.writer().write(&agg.take(), now).await.unwrap();
+
+    let reader = ctx.reader();
+    for res in &ctx.res {
+        let buckets = reader
+            .buckets(&dev("d1"), &metric("temp"), res, now - 10_000, now)
+            .await
+            .unwrap();
+        let got = Agg::merged(buckets.iter().map(|b| &b.agg)).unwrap();
+        assert_eq!(got.count, expect.count, "{}", res.label);
+        assert_eq!(
+            (got.min, got.max, got.last, got.last_ts_ms),
+            (expect.min, expect.max, expect.last, expect.last_ts_ms)
+        );
+        assert!(
+            (got.sum - expect.sum).abs() <= 1e-9 * expect.sum.abs(),
+            "{} vs {}",
+            got.sum,
+            expect.sum
+        );
+        // Every bucket expires at its end plus the retention.
+        for b in &buckets {
+            let key = ctx
+                .keys
+                .bucket(&dev("d1"), &res.label, b.start_ms, &metric("temp"));
+            let at: i64 = redis::cmd("PEXPIRETIME")
+                .arg(&key)
+                .query_async(&mut ctx.conn.clone())
+                .await
+                .unwrap();
+            assert_eq!(at, res.expires_at_ms(b.start_ms), "{key}");
+        }
+    }
+    let latest = reader.latest(&dev("d1")).await.unwrap().unwrap();
+    assert_eq!(latest.metrics["temp"].value, 7.0);
+    assert_eq!(latest.metrics["temp"].ts_ms, now - 1000);
+    assert_eq!(latest.metrics["urn:x:hum"].value, 40.0);
+    assert!(latest.last_seen_ms >= now);
+    assert!(reader.latest(&dev("nobody")).await.unwrap().is_none());
+    let active = reader.active_devices(now - 60_000, 10).await.unwrap();
+    assert_eq!(
+        active.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
+        ["d1"]
+    );
+    assert!(reader
+        .active_devices(now + 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    ctx.cleanup().await;
+}
+
+/// Several gateways writing the same buckets at once: counts add up, min/max/last stay right.
+#[tokio::test]
+async fn concurrent_writers_merge_atomically() {
+    let ctx = Ctx::new("concurrent").await;
+    let now = now_ms();
+    let base = ctx.res[0].bucket_start(now - 20_000);
+    let mut tasks = Vec::new();
+    let mut expect: Option<Agg> = None;
+    for w in 0..8u64 {
+        let mut agg = Aggregator::new(ctx.res.clone(), Dedup::new(256, 1000));
+        for i in 0..50u64 {
+            let ts = base + (i * 97 + w * 13) as i64 % 10_000;
+            let v = (w * 1000 + i) as f64 * 0.5 - 700.0;
+            for d in 0..5 {
+                agg.ingest(&msg(&format!("d{d}"), w * 1000 + i, ts, &[("m", v)]), now);
+            }
+            match expect.as_mut() {
+                Some(e) => e.observe(ts, v),
+                None => expect = Some(Agg::one(ts, v)),
+            }
+        }
+        let batch = agg.take();
+        let writer = ctx.writer();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                writer.write(&batch, now).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let expect = expect.unwrap();
+    for d in 0..5 {
+        let buckets = ctx
+            .reader()
+            .buckets(
+                &dev(&format!("d{d}")),
+                &metric("m"),
+                &ctx.res[0],
+                base,
+                base,
+            )
+            .await
+            .unwrap();
+        assert_eq!(buckets.len(), 1);
+        let got = buckets[0].agg;
+        assert_eq!(got.count, 3 * expect.count);
+        assert_eq!(
+            (got.min, got.max, got.last, got.last_ts_ms),
+            (expect.min, expect.max, expect.last, expect.last_ts_ms)
+        );
+        assert!((got.sum - 3.0 * expect.sum).abs() <= 1e-9 * expect.sum.abs().max(1.0));
+    }
+    ctx.cleanup().await;
+}
+
+/// After Redis loses its script cache (a restart, SCRIPT FLUSH), writes reload it.
+#[tokio::test]
+async fn reloads_script_after_script_flush() {
+    let ctx = Ctx::new("noscript").await;
+    let now = now_ms();
+    let mut agg = Aggregator::new(ctx.res.clone(), Dedup::new(256, 1000));
+    agg.ingest(&msg("d1", 1, now, &[("m", 1.0)]), now);
+    ctx.writer().write(&agg.take(), now).await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut ctx.conn.clone())
+        .await
+        .unwrap();
+    agg.ingest(&msg("d1", 2, now, &[("m", 2.0)]), now);
+    ctx.writer().write(&agg.take(), now).await.unwrap();
+    let b = ctx
+        .reader()
+        .buckets(&dev("d1"), &metric("m"), &ctx.res[0], now, now)
+        .await
+        .unwrap();
+    assert_eq!(b[0].agg.count, 2);
+    ctx.cleanup().await;
+}
+
+#[tokio::test]
+async fn oversized_ranges_are_refused() {
+    let ctx = Ctx::new("range").await;
+    let now = now_ms();
+    let err = ctx
+        .reader()
+        .buckets(
+            &dev("d1"),
+            &metric("m"),
+            &ctx.res[0],
+            now - 86_400_000 * 2,
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, hot::Error::BadRequest(_)), "{err}");
+    let err = ctx
+        .reader()
+        .buckets(&dev("d1"), &metric("m"), &ctx.res[0], now, now - 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, hot::Error::BadRequest(_)), "{err}");
+}
+
+/// The service end to end: messages through the bounded channel, flushed on
+/// the interval, and everything flushed when the sender closes.
+#[tokio::test]
+async fn service_flushes_on_close() {
+    let mut raw = RawHotConfig::default();
+    if let Ok(url) = std::env::var("THERMOCLINE_TEST_REDIS_URL") {
+        raw.redis.url = url;
+    }
+    raw.key_prefix = format!("it-service-{}", std::process::id());
+    raw.flush_interval = Duration::from_secs(30);
+    raw.channel_capacity = 4;
+    let cfg = raw.validate().unwrap();
+    let registry = prometheus::Registry::new();
+    let metrics = hot::HotMetrics::new(&registry).unwrap();
+    let (path, tx) = hot::HotPath::start(&cfg, metrics.clone()).unwrap();
+    let now = now_ms();
+    for i in 0..100 {
+        tx.send(msg("d1", i, now, &[("m", i as f64)]))
+            .await
+            .unwrap();
+    }
+    tx.send(msg("d1", 5, now, &[("m", 1e9)])).await.unwrap(); // a redelivery
+    let reader = path.reader.clone();
+    drop(tx);
+    path.join().await;
+    assert_eq!(metrics.readings_written.get(), 100);
+    assert_eq!(
+        metrics
+            .readings_skipped
+            .with_label_values(&["duplicate"])
+            .get(),
+        1
+    );
+    assert_eq!(metrics.channel_depth.get(), 0);
+    let b = reader
+        .buckets(&dev("d1"), &metric("m"), &cfg.resolutions[0], now, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (b[0].agg.count, b[0].agg.sum, b[0].agg.max),
+        (100, 4950.0, 99.0)
+    );
+    Ctx::new("service").await.cleanup().await;
+}
