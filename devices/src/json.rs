@@ -23,7 +23,7 @@
 //! This module also holds the JSON helpers [`crate::senml`] shares: borrowed
 //! strings and the number-or-what-else value visitor.
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, collections::HashSet, fmt};
 
 use serde::{
     de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor},
@@ -36,6 +36,9 @@ use crate::{
     reject::{RejectReason, Rejection},
     topic::truncate,
 };
+
+/// Up to this many metrics, duplicate names are found by a linear scan.
+const DUPLICATE_SCAN_MAX: usize = 16;
 
 /// Decodes a JSON object payload for `device_id`; `now_ms` stands in for an absent `ts`.
 pub fn decode(payload: &[u8], device_id: &DeviceId, now_ms: i64) -> Result<Message, Rejection> {
@@ -58,10 +61,18 @@ pub fn decode(payload: &[u8], device_id: &DeviceId, now_ms: i64) -> Result<Messa
         ));
     }
     let mut readings = Vec::with_capacity(metrics.len());
+    // Duplicate names: a linear scan for typical small messages, a set for big
+    // ones (a 64 KiB payload can carry thousands of metrics; O(n²) would be a DoS).
+    let mut seen =
+        (metrics.len() > DUPLICATE_SCAN_MAX).then(|| HashSet::with_capacity(metrics.len()));
     for (i, (name, value)) in metrics.iter().enumerate() {
         let metric = MetricName::parse(name)?;
         let value = value.finite(name)?;
-        if metrics[..i].iter().any(|(earlier, _)| earlier == name) {
+        let duplicate = match &mut seen {
+            Some(seen) => !seen.insert(&**name),
+            None => metrics[..i].iter().any(|(earlier, _)| earlier == name),
+        };
+        if duplicate {
             return Err(Rejection::new(
                 RejectReason::Malformed,
                 format!("metric {:?} appears twice", truncate(name, 64)),
@@ -381,6 +392,18 @@ mod tests {
             let p = serde_json::json!({ "metrics": { name: 1.0 } }).to_string();
             assert_eq!(err(&p).reason, RejectReason::InvalidMetric, "{name:?}");
         }
+    }
+
+    #[test]
+    fn duplicates_found_in_large_messages_too() {
+        let mut metrics: Vec<String> = (0..5000).map(|i| format!(r#""m{i}":{i}"#)).collect();
+        let body = format!(r#"{{"metrics":{{{}}}}}"#, metrics.join(","));
+        assert_eq!(ok(&body).readings.len(), 5000);
+        metrics.push(r#""m17":1"#.into());
+        let body = format!(r#"{{"metrics":{{{}}}}}"#, metrics.join(","));
+        let e = err(&body);
+        assert_eq!(e.reason, RejectReason::Malformed);
+        assert!(e.detail.contains("m17"), "{}", e.detail);
     }
 
     #[test]
