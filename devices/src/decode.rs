@@ -1,1 +1,344 @@
-//! TODO(decode): being written
+//! Topic + payload → [`Message`] or [`Rejection`].
+//!
+//! Checks run cheapest first, and the first failure decides the reason:
+//!
+//! 1. size: a payload longer than `max_payload_bytes` is `too_large`, unparsed;
+//! 2. topic: [`TopicPattern::device_id`](crate::topic::TopicPattern::device_id)
+//!    (`invalid_topic`, `invalid_device_id`);
+//! 3. format: [`PayloadFormat::Auto`] picks SenML for a payload whose first
+//!    non-whitespace byte is `[` and the JSON object format for `{`; then
+//!    [`json::decode`] or [`senml::decode`];
+//! 4. a message with no readings is `malformed`; a reading later than
+//!    `now_ms + max_future_skew_ms` is `future_timestamp`.
+//!
+//! A message is accepted or rejected as a whole: one bad metric rejects it all.
+
+use crate::{
+    config::{DevicesConfig, PayloadFormat},
+    json,
+    reading::Message,
+    reject::{RejectReason, Rejection},
+    senml,
+};
+
+/// Decodes one MQTT publish received at `now_ms` (ms since the Unix epoch).
+pub fn decode(
+    cfg: &DevicesConfig,
+    topic: &str,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<Message, Rejection> {
+    if payload.len() > cfg.max_payload_bytes {
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!(
+                "payload is {} bytes, more than the {} byte limit",
+                payload.len(),
+                cfg.max_payload_bytes
+            ),
+        ));
+    }
+    let device_id = cfg.topic.device_id(topic)?;
+    let format = match cfg.payload_format {
+        PayloadFormat::Auto => sniff(payload)?,
+        explicit => explicit,
+    };
+    let message = match format {
+        PayloadFormat::Senml => senml::decode(payload, &device_id, now_ms, cfg.senml_non_numeric)?,
+        _ => json::decode(payload, &device_id, now_ms)?,
+    };
+    if message.readings.is_empty() {
+        return Err(Rejection::new(RejectReason::Malformed, "no readings"));
+    }
+    let latest_allowed = now_ms.saturating_add(cfg.max_future_skew_ms);
+    if let Some(r) = message.readings.iter().find(|r| r.ts_ms > latest_allowed) {
+        return Err(Rejection::new(
+            RejectReason::FutureTimestamp,
+            format!(
+                "metric {} at {} ms is {} ms ahead of the gateway clock; at most {} ms allowed",
+                r.metric,
+                r.ts_ms,
+                (r.ts_ms as i128) - (now_ms as i128),
+                cfg.max_future_skew_ms
+            ),
+        ));
+    }
+    Ok(message)
+}
+
+/// The format of an `auto` payload, from its first non-whitespace byte.
+fn sniff(payload: &[u8]) -> Result<PayloadFormat, Rejection> {
+    match payload
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        Some(b'[') => Ok(PayloadFormat::Senml),
+        Some(b'{') => Ok(PayloadFormat::Json),
+        Some(_) => Err(Rejection::new(
+            RejectReason::Malformed,
+            "payload is neither a JSON object nor a SenML array",
+        )),
+        None => Err(Rejection::new(RejectReason::Malformed, "empty payload")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::{NonNumericPolicy, RawDevicesConfig};
+
+    const NOW: i64 = 1_732_530_000_000;
+    const TOPIC: &str = "devices/dev-1/telemetry";
+
+    fn cfg() -> DevicesConfig {
+        DevicesConfig::default()
+    }
+
+    fn reason(topic: &str, payload: &[u8]) -> RejectReason {
+        decode(&cfg(), topic, payload, NOW).unwrap_err().reason
+    }
+
+    #[test]
+    fn accepts_both_formats_in_auto_mode() {
+        let m = decode(&cfg(), TOPIC, br#"{"seq":3,"metrics":{"temp":21.5}}"#, NOW).unwrap();
+        assert_eq!(m.device_id.as_str(), "dev-1");
+        assert_eq!(m.seq, Some(3));
+        assert_eq!(m.readings.len(), 1);
+        assert_eq!(
+            (
+                m.readings[0].metric.as_str(),
+                m.readings[0].ts_ms,
+                m.readings[0].value
+            ),
+            ("temp", NOW, 21.5)
+        );
+
+        let m = decode(&cfg(), TOPIC, b" \r\n\t[{\"n\":\"hum\",\"v\":40}]", NOW).unwrap();
+        assert_eq!(m.seq, None);
+        assert_eq!(m.readings[0].metric.as_str(), "hum");
+        assert_eq!(m.readings[0].value, 40.0);
+    }
+
+    #[test]
+    fn explicit_format_does_not_sniff() {
+        let json_only = DevicesConfig {
+            payload_format: PayloadFormat::Json,
+            ..cfg()
+        };
+        let senml = br#"[{"n":"t","v":1}]"#;
+        assert_eq!(
+            decode(&json_only, TOPIC, senml, NOW).unwrap_err().reason,
+            RejectReason::Malformed
+        );
+        let senml_only = DevicesConfig {
+            payload_format: PayloadFormat::Senml,
+            ..cfg()
+        };
+        assert_eq!(
+            decode(&senml_only, TOPIC, senml, NOW)
+                .unwrap()
+                .readings
+                .len(),
+            1
+        );
+        assert_eq!(
+            decode(&senml_only, TOPIC, br#"{"metrics":{"t":1}}"#, NOW)
+                .unwrap_err()
+                .reason,
+            RejectReason::Malformed
+        );
+    }
+
+    #[test]
+    fn size_cap_comes_first_and_is_inclusive() {
+        let big = vec![b'{'; 1024 * 1024];
+        // Also a bad topic: the size check wins, without parsing anything.
+        assert_eq!(reason("bad", &big), RejectReason::TooLarge);
+
+        let cfg = cfg();
+        let mut exact = br#"{"metrics":{"t":1}}"#.to_vec();
+        exact.resize(cfg.max_payload_bytes, b' ');
+        assert!(decode(&cfg, TOPIC, &exact, NOW).is_ok());
+        exact.push(b' ');
+        assert_eq!(
+            decode(&cfg, TOPIC, &exact, NOW).unwrap_err().reason,
+            RejectReason::TooLarge
+        );
+    }
+
+    #[test]
+    fn topic_is_checked_before_the_payload() {
+        assert_eq!(
+            reason("devices/a:b/telemetry", b"garbage"),
+            RejectReason::InvalidDeviceId
+        );
+        assert_eq!(
+            reason("devices/../x/telemetry", b"garbage"),
+            RejectReason::InvalidTopic
+        );
+    }
+
+    #[test]
+    fn future_timestamps() {
+        let skew = cfg().max_future_skew_ms;
+        let at = |ts: i64| format!(r#"{{"ts":{ts},"metrics":{{"t":1}}}}"#);
+        assert!(decode(&cfg(), TOPIC, at(NOW + skew).as_bytes(), NOW).is_ok());
+        assert_eq!(
+            reason(TOPIC, at(NOW + skew + 1).as_bytes()),
+            RejectReason::FutureTimestamp
+        );
+        assert_eq!(
+            reason(TOPIC, at(i64::MAX).as_bytes()),
+            RejectReason::FutureTimestamp
+        );
+        // SenML: relative +1 h, and a far-future absolute time.
+        assert_eq!(
+            reason(TOPIC, br#"[{"n":"t","v":1},{"n":"u","t":3600,"v":2}]"#),
+            RejectReason::FutureTimestamp
+        );
+        assert_eq!(
+            reason(TOPIC, br#"[{"n":"t","t":4e9,"v":1}]"#),
+            RejectReason::FutureTimestamp
+        );
+        // Past timestamps are fine.
+        assert!(decode(&cfg(), TOPIC, at(0).as_bytes(), NOW).is_ok());
+    }
+
+    #[test]
+    fn non_numeric_policy_comes_from_config() {
+        let pack = br#"[{"n":"t","v":1},{"n":"door","vb":true}]"#;
+        assert_eq!(decode(&cfg(), TOPIC, pack, NOW).unwrap().readings.len(), 1);
+        let strict = DevicesConfig {
+            senml_non_numeric: NonNumericPolicy::Reject,
+            ..cfg()
+        };
+        assert_eq!(
+            decode(&strict, TOPIC, pack, NOW).unwrap_err().reason,
+            RejectReason::NonNumeric
+        );
+    }
+
+    #[test]
+    fn every_reject_reason_is_reachable() {
+        let big = vec![b' '; 1024 * 1024];
+        let cases: &[(&str, &[u8], RejectReason)] = &[
+            ("devices/a/b/telemetry", b"{}", RejectReason::InvalidTopic),
+            ("devices//telemetry", b"{}", RejectReason::InvalidDeviceId),
+            ("devices/*/telemetry", b"{}", RejectReason::InvalidDeviceId),
+            (
+                TOPIC,
+                br#"{"metrics":{"t emp":1}}"#,
+                RejectReason::InvalidMetric,
+            ),
+            (TOPIC, &big, RejectReason::TooLarge),
+            (TOPIC, br#"{"metrics":{"t":NaN}}"#, RejectReason::Malformed),
+            (TOPIC, b"", RejectReason::Malformed),
+            (TOPIC, b"hello", RejectReason::Malformed),
+            (
+                TOPIC,
+                br#"{"metrics":{"t":"hot"}}"#,
+                RejectReason::NonNumeric,
+            ),
+            (
+                TOPIC,
+                br#"{"metrics":{"t":1e999}}"#,
+                RejectReason::NonFinite,
+            ),
+            (TOPIC, br#"[{"n":"t","v":-1e999}]"#, RejectReason::NonFinite),
+            (
+                TOPIC,
+                br#"{"ts":99999999999999,"metrics":{"t":1}}"#,
+                RejectReason::FutureTimestamp,
+            ),
+        ];
+        let mut seen = HashSet::new();
+        for (topic, payload, expected) in cases {
+            let got = decode(&cfg(), topic, payload, NOW).unwrap_err();
+            assert_eq!(
+                got.reason,
+                *expected,
+                "{topic:?} {:?}: {got}",
+                String::from_utf8_lossy(&payload[..payload.len().min(60)])
+            );
+            assert!(!got.detail.is_empty());
+            seen.insert(got.reason);
+        }
+        let all: HashSet<_> = RejectReason::ALL.into_iter().collect();
+        assert_eq!(seen, all);
+    }
+
+    #[test]
+    fn custom_topic_pattern() {
+        let cfg = RawDevicesConfig {
+            topic_pattern: "{device_id}/up".into(),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let m = decode(&cfg, "sensor.9/up", br#"{"metrics":{"t":1}}"#, NOW).unwrap();
+        assert_eq!(m.device_id.as_str(), "sensor.9");
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_input(
+            topic in ".{0,80}",
+            payload in proptest::collection::vec(any::<u8>(), 0..256),
+            now in any::<i64>(),
+        ) {
+            let cfg = cfg();
+            if let Ok(m) = decode(&cfg, &topic, &payload, now) {
+                prop_assert!(!m.readings.is_empty());
+                prop_assert!(m.readings.iter().all(|r| r.value.is_finite()));
+            }
+        }
+
+        #[test]
+        fn never_panics_on_json_like_input(
+            id in "[a-z0-9:*./]{0,6}",
+            payload in r#"[ \[\]{}":,]{0,3}([ \[\]{}":,.eE+\-0-9]|"(ts|seq|metrics|n|bn|v|bv|t|bt|vs|vb|s|bver|x_)"|true|null|1e999|-1e400){0,40}"#,
+            now in prop_oneof![Just(NOW), any::<i64>()],
+            strict in any::<bool>(),
+        ) {
+            let cfg = DevicesConfig {
+                senml_non_numeric: if strict { NonNumericPolicy::Reject } else { NonNumericPolicy::Ignore },
+                ..cfg()
+            };
+            let topic = format!("devices/{id}/telemetry");
+            match decode(&cfg, &topic, payload.as_bytes(), now) {
+                Ok(m) => {
+                    prop_assert!(!m.readings.is_empty());
+                    for r in &m.readings {
+                        prop_assert!(r.value.is_finite());
+                        prop_assert!(r.ts_ms <= now.saturating_add(cfg.max_future_skew_ms));
+                        prop_assert_eq!(&r.device_id, &m.device_id);
+                    }
+                }
+                Err(e) => prop_assert!(!e.detail.is_empty()),
+            }
+        }
+
+        #[test]
+        fn json_round_trips(
+            ts in proptest::option::of(0i64..4_000_000_000_000),
+            seq in proptest::option::of(any::<u64>()),
+            metrics in proptest::collection::btree_map("[a-z][a-z0-9_.]{0,10}", (-4_000_000i64..4_000_000).prop_map(|q| q as f64 / 4.0), 1..8),
+        ) {
+            let mut obj = serde_json::Map::new();
+            if let Some(ts) = ts { obj.insert("ts".into(), ts.into()); }
+            if let Some(seq) = seq { obj.insert("seq".into(), seq.into()); }
+            obj.insert("metrics".into(), serde_json::to_value(&metrics).unwrap());
+            let payload = serde_json::Value::Object(obj).to_string();
+            let now = 4_000_000_000_000;
+            let m = decode(&cfg(), TOPIC, payload.as_bytes(), now).unwrap();
+            prop_assert_eq!(m.seq, seq);
+            let got: Vec<_> = m.readings.iter().map(|r| (r.metric.as_str().to_owned(), r.value, r.ts_ms, r.seq)).collect();
+            let want: Vec<_> = metrics.iter().map(|(k, v)| (k.clone(), *v, ts.unwrap_or(now), seq)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
