@@ -14,6 +14,8 @@
 //!   [`json`] (the gateway's JSON object format) and [`senml`] (RFC 8428).
 //! - [`sim`]: the deterministic simulated fleet, publishing over MQTT, and
 //!   [`ledger`]: what it published, per device and metric, for `verify`.
+//! - `testkit` (feature `testkit`): a private, tuned Mosquitto per test, for the
+//!   integration tests of every crate and the benchmarks.
 //!
 //! Data flows topic/payload → `topic` → `decode` (`json` | `senml`) → `Message`.
 
@@ -27,6 +29,8 @@ pub mod reading;
 pub mod reject;
 pub mod senml;
 pub mod sim;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod topic;
 
 pub use error::{Error, Result};
