@@ -75,9 +75,6 @@ impl Default for RawDevicesConfig {
 
 impl RawDevicesConfig {
     /// Validates into a [`DevicesConfig`]; errors name the full key (`devices.…`).
-    // `Error` is large because of its `rumqttc::ConnectionError` variant; this runs
-    // once at startup, so the size of the `Err` does not matter here.
-    #[allow(clippy::result_large_err)]
     pub fn validate(self) -> crate::Result<DevicesConfig> {
         let topic = TopicPattern::parse(&self.topic_pattern)
             .map_err(|reason| config_error("topic_pattern", reason))?;

@@ -14,7 +14,7 @@ pub enum Error {
     #[error("MQTT client: {0}")]
     Mqtt(#[from] rumqttc::ClientError),
     #[error("MQTT connection: {0}")]
-    MqttConnection(#[from] rumqttc::ConnectionError),
+    MqttConnection(Box<rumqttc::ConnectionError>),
     #[error("simulator: {0}")]
     Simulator(String),
     #[error("ledger {path}: {source}")]
@@ -27,6 +27,12 @@ pub enum Error {
         path: PathBuf,
         source: serde_json::Error,
     },
+}
+
+impl From<rumqttc::ConnectionError> for Error {
+    fn from(e: rumqttc::ConnectionError) -> Self {
+        Self::MqttConnection(Box::new(e))
+    }
 }
 
 impl Error {

@@ -7,11 +7,6 @@
 //! Timestamps are the `ts` written into each payload (milliseconds since the Unix
 //! epoch), so the ledger and the payloads agree exactly.
 
-// `crate::Error` is 144 bytes because `MqttConnection` holds a
-// `rumqttc::ConnectionError` inline. The fix belongs in `error.rs` (box that
-// variant); until then the lint is silenced here rather than per function.
-#![allow(clippy::result_large_err)]
-
 use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};

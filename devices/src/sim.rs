@@ -24,11 +24,6 @@
 //! in-flight messages), so a returned ledger never claims an unacknowledged
 //! message.
 
-// `crate::Error` is 144 bytes because `MqttConnection` holds a
-// `rumqttc::ConnectionError` inline. The fix belongs in `error.rs` (box that
-// variant); until then the lint is silenced here rather than per function.
-#![allow(clippy::result_large_err)]
-
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -316,7 +311,7 @@ impl Connection {
     /// The error that ended the event loop task (waits for it to end).
     async fn failure(&mut self) -> Error {
         match (&mut self.task).await {
-            Ok(Err(e)) => Error::MqttConnection(e),
+            Ok(Err(e)) => Error::from(e),
             Ok(Ok(())) => Error::Simulator("MQTT connection closed unexpectedly".into()),
             Err(e) => Error::Simulator(format!("MQTT event loop task failed: {e}")),
         }

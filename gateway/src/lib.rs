@@ -1,1 +1,29 @@
-//! gateway
+//! The `thermocline` gateway: MQTT ingest, wiring, HTTP and the CLI.
+//!
+//! # Layout
+//!
+//! - [`config`]: layered config (defaults → file → env), validated into [`config::Config`];
+//!   [`mqtt`] owns the `[mqtt]` section and builds the rumqttc options (TLS, credentials).
+//! - [`ingest`]: the MQTT event loop; decodes publishes and hands them to the hot path.
+//! - [`app`]: [`app::Gateway`] starts ingest, the hot path and HTTP, and stops them in order.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the read API.
+//! - [`cli`]: the subcommands (`run`, `check-config`, `simulate`, `verify`).
+//! - [`shutdown`]: SIGTERM / Ctrl-C → one cancellation token.
+//! - [`metrics`], [`error`].
+//!
+//! ```text
+//! broker ─▶ ingest (decode) ─bounded─▶ hot path ─▶ Redis ◀─ http read API
+//!                 └─ rejections counted by reason
+//! ```
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod mqtt;
+pub mod shutdown;
+
+pub use error::{Error, Result};

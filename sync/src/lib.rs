@@ -1,1 +1,14 @@
-//! sync
+//! Keeping the stores honest: verify (now), reconcile and backfill (later issues).
+//!
+//! # Layout
+//!
+//! - [`verify`]: checks what the stores hold against a simulator ledger.
+//!   `verify --hot` reads the Redis windows through [`hot::reader::Reader`].
+//!   The cold-store checks, the reconciler and backfill are not written yet;
+//!   nothing here claims to do them.
+//! - [`error`]: the crate's error type.
+
+pub mod error;
+pub mod verify;
+
+pub use error::{Error, Result};

@@ -1,0 +1,100 @@
+//! `thermocline run`: wires ingest, the hot path and HTTP, and shuts them down in order.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    http::{router, AppState},
+    ingest::{Ingest, MqttState},
+    metrics::IngestMetrics,
+    Error, Result,
+};
+
+/// A running gateway (used by `run` and by the integration tests).
+pub struct Gateway {
+    pub registry: prometheus::Registry,
+    pub http_addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Binds HTTP and starts everything; returns once the HTTP port listens.
+    pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Self> {
+        let registry = prometheus::Registry::new();
+        let hot_metrics = hot::HotMetrics::new(&registry)?;
+        let ingest_metrics = IngestMetrics::new(&registry)?;
+        let (hot, hot_tx) = hot::HotPath::start(&cfg.hot, hot_metrics)?;
+        let mqtt_state = Arc::new(MqttState::default());
+        let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+            .await
+            .map_err(|source| Error::Http {
+                addr: cfg.http_listen.to_string(),
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| Error::Http {
+            addr: cfg.http_listen.to_string(),
+            source,
+        })?;
+        let app = router(AppState {
+            registry: registry.clone(),
+            reader: hot.reader.clone(),
+            hot_health: hot.health.clone(),
+            mqtt: mqtt_state.clone(),
+        });
+        let http_stop = CancellationToken::new();
+        let http = {
+            let stop = http_stop.clone();
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "http server failed");
+                }
+            })
+        };
+        tracing::info!(addr = %http_addr, "http listening");
+        let ingest = Ingest {
+            mqtt: cfg.mqtt,
+            devices: cfg.devices,
+            hot: hot_tx,
+            metrics: ingest_metrics,
+            state: mqtt_state,
+        };
+        let deadline = cfg.shutdown_timeout;
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            // Order: stop reading from the broker (ingest returns and drops the
+            // hot sender), the hot path flushes what it holds, then HTTP stops.
+            ingest.run(stop.clone()).await;
+            match tokio::time::timeout(deadline, hot.join()).await {
+                Ok(()) => tracing::info!("shutdown complete"),
+                Err(_) => tracing::error!(
+                    ?deadline,
+                    "hot path did not flush within the shutdown deadline; forcing exit"
+                ),
+            }
+            http_stop.cancel();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http).await;
+        });
+        Ok(Self {
+            registry,
+            http_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Signals shutdown and waits for the ordered stop.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the gateway stops (after the shutdown token is cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}

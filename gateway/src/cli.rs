@@ -1,0 +1,191 @@
+//! The command line. This is the binary's edge: errors are `anyhow` here.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::{app::Gateway, config};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "thermocline",
+    version,
+    about = "IoT telemetry ingestion gateway: MQTT → Redis rolling windows"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Run {
+        /// Config file layered over the built-in defaults (config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and print the effective values, secrets redacted.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Publish a deterministic simulated fleet and write a ledger of what the broker acknowledged.
+    Simulate {
+        /// Broker and topic pattern are read from this config (mqtt.host/port, devices.topic_pattern).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long, default_value_t = 100)]
+        devices: u32,
+        /// Messages per device (3 metrics each).
+        #[arg(long, default_value_t = 100)]
+        messages: u64,
+        /// Messages per second overall; 0 = as fast as the broker takes them.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Device id prefix; random by default so runs never share a device.
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        #[arg(long)]
+        ledger: PathBuf,
+    },
+    /// Check what the stores hold against a simulator ledger; exits non-zero on any difference.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        ledger: PathBuf,
+        /// Check the Redis windows.
+        #[arg(long)]
+        hot: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttc=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load(path: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
+    let raw = config::load(path)?;
+    Ok(raw.validate()?)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = load(config.as_deref())?;
+            let shutdown = CancellationToken::new();
+            crate::shutdown::on_signal(shutdown.clone());
+            let gw = Gateway::start(cfg, shutdown).await?;
+            gw.wait().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let raw = config::load(config.as_deref())?;
+            let shown = raw.to_redacted_toml();
+            raw.validate()?;
+            print!("{shown}");
+            eprintln!("config OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate {
+            config,
+            host,
+            port,
+            devices,
+            messages,
+            rate,
+            seed,
+            prefix,
+            connections,
+            ledger,
+        } => {
+            let cfg = load(config.as_deref())?;
+            let sim = devices::sim::SimConfig {
+                host: host.unwrap_or(cfg.mqtt.host.clone()),
+                port: port.unwrap_or(cfg.mqtt.port),
+                username: cfg.mqtt.username.clone(),
+                password: cfg
+                    .mqtt
+                    .password
+                    .as_ref()
+                    .map(|p| secrecy::ExposeSecret::expose_secret(p).to_string()),
+                topic_template: cfg.devices.topic.as_str().to_string(),
+                devices,
+                messages_per_device: messages,
+                rate_per_s: rate,
+                seed,
+                prefix: prefix.unwrap_or_else(devices::sim::random_prefix),
+                connections: connections.max(1),
+                inflight: 100,
+                ack_timeout: Duration::from_secs(60),
+            };
+            let led = devices::sim::run(sim).await.context("simulation failed")?;
+            led.write(&ledger)?;
+            eprintln!(
+                "published {} readings from {} devices (prefix {}); ledger: {}",
+                led.total_readings(),
+                led.entries.len(),
+                led.prefix,
+                ledger.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            config,
+            ledger,
+            hot,
+            json,
+        } => {
+            anyhow::ensure!(
+                hot,
+                "say which store to verify: --hot (the cold store checks come with the cold path)"
+            );
+            let cfg = load(config.as_deref())?;
+            let led = devices::ledger::Ledger::read(&ledger)?;
+            let conn = hot::connect::connect(&cfg.hot.redis)?;
+            let reader = hot::reader::Reader::new(
+                conn,
+                hot::keys::Keys::new(&cfg.hot.key_prefix),
+                &cfg.hot.resolutions,
+            );
+            let report = sync::verify::verify_hot(&reader, &led, hot::service::now_ms()).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "ok": report.ok(),
+                        "rows": report.rows.iter().map(|((m, r), row)| serde_json::json!({"metric": m, "resolution": r, "row": row})).collect::<Vec<_>>(),
+                        "skipped_resolutions": report.skipped_resolutions,
+                        "mismatches": report.mismatches,
+                    }))?
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

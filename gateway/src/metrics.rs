@@ -1,0 +1,60 @@
+//! The gateway's own metrics (ingest and HTTP); each library crate registers
+//! its own into the same registry. No device id is ever a label.
+
+use devices::RejectReason;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct IngestMetrics {
+    pub messages_received: IntCounter,
+    pub payload_bytes: IntCounter,
+    pub readings_decoded: IntCounter,
+    /// Rejected messages by reason (the fixed set of [`RejectReason`]).
+    pub messages_rejected: IntCounterVec,
+    pub mqtt_connected: IntGauge,
+    pub mqtt_disconnects: IntCounter,
+}
+
+impl IngestMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            messages_received: IntCounter::new(
+                "thermocline_ingest_messages_received_total",
+                "MQTT publishes received from the broker.",
+            )?,
+            payload_bytes: IntCounter::new(
+                "thermocline_ingest_payload_bytes_total",
+                "Payload bytes of MQTT publishes received.",
+            )?,
+            readings_decoded: IntCounter::new(
+                "thermocline_ingest_readings_decoded_total",
+                "Readings decoded from accepted messages.",
+            )?,
+            messages_rejected: IntCounterVec::new(
+                Opts::new(
+                    "thermocline_ingest_messages_rejected_total",
+                    "Messages rejected, by reason.",
+                ),
+                &["reason"],
+            )?,
+            mqtt_connected: IntGauge::new(
+                "thermocline_ingest_mqtt_connected",
+                "1 while connected to the broker.",
+            )?,
+            mqtt_disconnects: IntCounter::new(
+                "thermocline_ingest_mqtt_disconnects_total",
+                "Broker connections lost (each is retried with capped backoff).",
+            )?,
+        };
+        registry.register(Box::new(m.messages_received.clone()))?;
+        registry.register(Box::new(m.payload_bytes.clone()))?;
+        registry.register(Box::new(m.readings_decoded.clone()))?;
+        registry.register(Box::new(m.messages_rejected.clone()))?;
+        registry.register(Box::new(m.mqtt_connected.clone()))?;
+        registry.register(Box::new(m.mqtt_disconnects.clone()))?;
+        for r in RejectReason::ALL {
+            m.messages_rejected.with_label_values(&[r.as_str()]);
+        }
+        Ok(m)
+    }
+}
