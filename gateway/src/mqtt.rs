@@ -91,8 +91,26 @@ pub struct MqttConfig {
     pub reconnect_max_delay: Duration,
     pub username: Option<String>,
     pub password: Option<SecretString>,
-    /// CA PEM, client (cert, key) PEM — read at startup so a bad path fails fast.
-    pub tls: Option<(Vec<u8>, Option<(Vec<u8>, Vec<u8>)>)>,
+    /// Read at startup, so a bad path fails fast.
+    pub tls: Option<TlsMaterial>,
+}
+
+/// PEM bytes for a TLS connection to the broker.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub ca: Vec<u8>,
+    /// Client certificate and key, for mutual TLS.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("TlsMaterial")
+            .field("ca_bytes", &self.ca.len())
+            .field("client_auth", &self.client_auth.is_some())
+            .finish()
+    }
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
@@ -183,7 +201,10 @@ impl RawMqttConfig {
                     ))
                 }
             };
-            Some((ca, client))
+            Some(TlsMaterial {
+                ca,
+                client_auth: client,
+            })
         } else {
             None
         };
@@ -220,11 +241,11 @@ impl MqttConfig {
                 .unwrap_or_default();
             o.set_credentials(user, pw);
         }
-        if let Some((ca, client_auth)) = &self.tls {
+        if let Some(tls) = &self.tls {
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca: ca.clone(),
+                ca: tls.ca.clone(),
                 alpn: None,
-                client_auth: client_auth.clone(),
+                client_auth: tls.client_auth.clone(),
             }));
         }
         o
