@@ -2,6 +2,23 @@
 //!
 //! # Layout
 //!
-//! Not built yet: this crate holds no code until the cold-path milestone, so
-//! nothing here can be mistaken for a working store. The gateway does not
-//! write cold data today; its README says so.
+//! - [`row`]: [`row::ColdRow`] (one reading as stored: device, metric, ts, value,
+//!   seq, gateway, arrival), [`row::Batch`] and its deterministic [`row::BatchId`],
+//!   the S3 key layout.
+//! - [`spool`]: the local write-ahead log of raw MQTT messages (length + CRC per
+//!   record, group-committed fsync, bounded, replayed on start, torn tails cut).
+//! - [`batcher`]: when to cut a batch (rows, bytes, age with jitter; one event
+//!   hour per batch).
+//! - [`parquet`]: batches ⇄ Parquet (zstd).
+//! - [`s3`]: the S3 sink (aws-sdk-s3): batch objects, dead letters, retries.
+//! - [`clickhouse`]: the ClickHouse sink: schema, RowBinary inserts, the
+//!   `batches` table.
+//! - [`error`].
+//!
+//! Work in progress: the pieces are built and tested against the real servers
+//! one by one; the gateway does not use this crate yet.
+
+pub mod error;
+pub mod row;
+
+pub use error::{Error, Result};

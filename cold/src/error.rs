@@ -1,0 +1,60 @@
+//! The cold crate's error type.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A config value is invalid; `key` is its full dotted path.
+    #[error("invalid config `{key}`: {reason}")]
+    Config { key: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A spool record failed its length or CRC check somewhere other than the tail.
+    #[error("spool corrupt at {path} offset {offset}: {reason}")]
+    SpoolCorrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// The spool is at its size bound; the caller must wait (backpressure).
+    #[error("spool full ({used} of {limit} bytes)")]
+    SpoolFull { used: u64, limit: u64 },
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// An S3 operation failed; `op` names it (PutObject, ...).
+    #[error("s3 {op} {key}: {message}")]
+    S3 {
+        op: &'static str,
+        key: String,
+        message: String,
+        retriable: bool,
+    },
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    /// Data read back from a store does not have the expected shape.
+    #[error("invalid data in {what}: {reason}")]
+    InvalidData { what: String, reason: String },
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::S3 { retriable, .. } => *retriable,
+            Self::ClickHouse(e) => matches!(
+                e,
+                clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+            ),
+            Self::Io { .. } | Self::SpoolFull { .. } => true,
+            _ => false,
+        }
+    }
+}
