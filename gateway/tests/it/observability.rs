@@ -21,7 +21,7 @@ async fn metrics_lint_and_dashboard_queries_answer() {
         &broker,
         &unique("obs"),
         20,
-        400,
+        200,
         400,
     )));
 
