@@ -221,6 +221,7 @@ impl MqttConfig {
             o.set_credentials(user, pw);
         }
         if let Some((ca, client_auth)) = &self.tls {
+            hot::connect::ensure_crypto_provider();
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
                 ca: ca.clone(),
                 alpn: None,
