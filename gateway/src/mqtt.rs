@@ -91,8 +91,17 @@ pub struct MqttConfig {
     pub reconnect_max_delay: Duration,
     pub username: Option<String>,
     pub password: Option<SecretString>,
-    /// CA PEM, client (cert, key) PEM — read at startup so a bad path fails fast.
-    pub tls: Option<(Vec<u8>, Option<(Vec<u8>, Vec<u8>)>)>,
+    /// Read at startup so a bad path fails fast; `None` = plain TCP.
+    pub tls: Option<MqttTls>,
+}
+
+/// The PEM material of `[mqtt.tls]`.
+#[derive(Debug, Clone)]
+pub struct MqttTls {
+    /// CA bundle that signs the broker's certificate.
+    pub ca: Vec<u8>,
+    /// Client (certificate, key), for mutual TLS.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
@@ -170,7 +179,7 @@ impl RawMqttConfig {
                 Some(p) => read("tls.ca_file", p)?,
                 None => return Err(invalid("tls.ca_file", "required when mqtt.tls.enabled")),
             };
-            let client = match (&self.tls.client_cert_file, &self.tls.client_key_file) {
+            let client_auth = match (&self.tls.client_cert_file, &self.tls.client_key_file) {
                 (Some(c), Some(k)) => Some((
                     read("tls.client_cert_file", c)?,
                     read("tls.client_key_file", k)?,
@@ -183,7 +192,7 @@ impl RawMqttConfig {
                     ))
                 }
             };
-            Some((ca, client))
+            Some(MqttTls { ca, client_auth })
         } else {
             None
         };
@@ -220,12 +229,12 @@ impl MqttConfig {
                 .unwrap_or_default();
             o.set_credentials(user, pw);
         }
-        if let Some((ca, client_auth)) = &self.tls {
+        if let Some(tls) = &self.tls {
             hot::connect::ensure_crypto_provider();
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca: ca.clone(),
+                ca: tls.ca.clone(),
                 alpn: None,
-                client_auth: client_auth.clone(),
+                client_auth: tls.client_auth.clone(),
             }));
         }
         o
