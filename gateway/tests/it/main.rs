@@ -1,0 +1,3 @@
+//! Gateway integration tests against real servers started per test.
+
+mod tls;
