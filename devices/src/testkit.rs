@@ -6,7 +6,8 @@
 //! as a child process with [`TUNED_CONF`] on a free loopback port, and kills it
 //! on drop. [`Mosquitto::start_persistent`] keeps its state in a directory the
 //! caller owns, so [`Mosquitto::restart`] (same port) can test reconnects and
-//! persistent sessions.
+//! persistent sessions. [`Mosquitto::start_with`] appends conf lines of the
+//! caller's (a TLS listener, `allow_anonymous false`, a password file).
 //!
 //! The broker binary is `$MOSQUITTO_BIN`, else `mosquitto` on `PATH`, else
 //! `/usr/sbin/mosquitto`.
@@ -92,6 +93,8 @@ pub struct Mosquitto {
     child: Option<Child>,
     conf_path: PathBuf,
     log_path: PathBuf,
+    // Readiness: an anonymous plain MQTT ConnAck, or (start_with) TCP accept.
+    plain_probe: bool,
     // Holds conf and logs; removed on drop (after the child is killed).
     dir: tempfile::TempDir,
 }
@@ -109,16 +112,28 @@ impl std::fmt::Debug for Mosquitto {
 impl Mosquitto {
     /// Starts an in-memory (persistence off) tuned broker on a free port.
     pub async fn start() -> io::Result<Self> {
-        Self::launch(None).await
+        Self::launch(None, "").await
+    }
+
+    /// Starts an in-memory tuned broker with `extra_conf` appended after the
+    /// listener line, so listener options apply to it, e.g.
+    /// `cafile`/`certfile`/`keyfile` for TLS, `allow_anonymous false` and
+    /// `password_file` (later lines override [`TUNED_CONF`]'s).
+    ///
+    /// Such a broker may refuse a plain anonymous client, so it counts as
+    /// ready once it accepts TCP connections and is still running; the
+    /// caller's first real client proves the rest.
+    pub async fn start_with(extra_conf: &str) -> io::Result<Self> {
+        Self::launch(None, extra_conf).await
     }
 
     /// Starts a tuned broker that persists its state in `dir` (which must
     /// exist), so that it survives [`Mosquitto::restart`].
     pub async fn start_persistent(dir: &Path) -> io::Result<Self> {
-        Self::launch(Some(dir)).await
+        Self::launch(Some(dir), "").await
     }
 
-    async fn launch(persistence_dir: Option<&Path>) -> io::Result<Self> {
+    async fn launch(persistence_dir: Option<&Path>, extra_conf: &str) -> io::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("thermocline-mosquitto-")
             .tempdir()?;
@@ -127,6 +142,7 @@ impl Mosquitto {
             child: None,
             conf_path: dir.path().join("mosquitto.conf"),
             log_path: dir.path().join("mosquitto.log"),
+            plain_probe: extra_conf.is_empty(),
             dir,
         };
         // The port is free when probed but could be taken before mosquitto
@@ -134,10 +150,13 @@ impl Mosquitto {
         let mut last_err = None;
         for _ in 0..3 {
             broker.port = free_port()?;
-            std::fs::write(
-                &broker.conf_path,
-                render_conf(broker.port, persistence_dir, &broker.log_path),
-            )?;
+            let mut conf = render_conf(broker.port, persistence_dir, &broker.log_path);
+            if !extra_conf.is_empty() {
+                conf.push_str("\n# Test-specific lines (Mosquitto::start_with)\n");
+                conf.push_str(extra_conf);
+                conf.push('\n');
+            }
+            std::fs::write(&broker.conf_path, conf)?;
             match broker.spawn_and_wait().await {
                 Ok(()) => return Ok(broker),
                 Err(e) => {
@@ -249,7 +268,12 @@ impl Mosquitto {
                     self.log_tail()
                 )));
             }
-            if mqtt_connack(self.port).await {
+            let up = if self.plain_probe {
+                mqtt_connack(self.port).await
+            } else {
+                tcp_accepts(self.port).await
+            };
+            if up {
                 // A ConnAck could come from another broker that took the
                 // port first; ours would have exited by now.
                 if self.is_running() {
@@ -305,6 +329,18 @@ async fn mqtt_connack(port: u16) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await,
         Ok(Ok(Event::Incoming(Packet::ConnAck(_))))
+    )
+}
+
+/// Whether a TCP connection to `port` is accepted within 1 s.
+async fn tcp_accepts(port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)),
+        )
+        .await,
+        Ok(Ok(_))
     )
 }
 

@@ -188,7 +188,7 @@ impl RawMqttConfig {
                 Some(p) => read("tls.ca_file", p)?,
                 None => return Err(invalid("tls.ca_file", "required when mqtt.tls.enabled")),
             };
-            let client = match (&self.tls.client_cert_file, &self.tls.client_key_file) {
+            let client_auth = match (&self.tls.client_cert_file, &self.tls.client_key_file) {
                 (Some(c), Some(k)) => Some((
                     read("tls.client_cert_file", c)?,
                     read("tls.client_key_file", k)?,
@@ -201,10 +201,7 @@ impl RawMqttConfig {
                     ))
                 }
             };
-            Some(TlsMaterial {
-                ca,
-                client_auth: client,
-            })
+            Some(TlsMaterial { ca, client_auth })
         } else {
             None
         };
@@ -242,6 +239,7 @@ impl MqttConfig {
             o.set_credentials(user, pw);
         }
         if let Some(tls) = &self.tls {
+            hot::connect::ensure_crypto_provider();
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
                 ca: tls.ca.clone(),
                 alpn: None,

@@ -234,6 +234,14 @@ impl RawRedisConfig {
         if url.host_str().is_none() {
             return Err(invalid("redis.url", "needs a host"));
         }
+        // The redis crate sends AUTH only when there is a password: a username
+        // alone would silently connect as the `default` user instead.
+        if self.username.is_some() && self.password.is_none() {
+            return Err(invalid(
+                "redis.password",
+                "required when hot.redis.username is set (THERMOCLINE__HOT__REDIS__PASSWORD)",
+            ));
+        }
         if let Some(ca) = &self.tls_ca_file {
             if url.scheme() != "rediss" {
                 return Err(invalid(
@@ -293,6 +301,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("hot.key_prefix"));
+
+        let mut raw = RawHotConfig::default();
+        raw.redis.username = Some("thermocline".into());
+        assert!(raw
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("hot.redis.password"));
 
         let mut raw = RawHotConfig::default();
         raw.resolutions[1].width = Duration::from_millis(1500);

@@ -5,9 +5,29 @@ use secrecy::ExposeSecret;
 
 use crate::{config::RedisConfig, Error, Result};
 
+/// Selects rustls's crypto provider (aws-lc-rs) for the process, unless one
+/// was installed already. Call before any TLS connection is configured.
+///
+/// redis (`rediss://`) and rumqttc (MQTT over TLS) both build their TLS
+/// config with `rustls::ClientConfig::builder()`, which takes the process
+/// default. rustls infers that default only when exactly one of its `ring`
+/// and `aws-lc-rs` features is compiled in; as soon as any dependency turns
+/// on the other one (reqwest's `rustls-tls` does, in the gateway's test build)
+/// every TLS handshake panics ("Could not automatically determine the
+/// process-level CryptoProvider") inside a connection task, and the gateway
+/// silently never connects. Choosing explicitly removes that dependence on
+/// feature unification.
+pub fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only if another thread installed one first: that one is kept.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
+
 /// A reconnecting connection. Lazy: the gateway starts even while Redis is
 /// down, and reconnects by itself when it comes back.
 pub fn connect(cfg: &RedisConfig) -> Result<ConnectionManager> {
+    ensure_crypto_provider();
     let mut info = cfg.url.as_str().into_connection_info()?;
     let mut settings = info.redis_settings().clone();
     if let Some(user) = &cfg.username {

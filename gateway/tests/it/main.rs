@@ -4,6 +4,7 @@
 
 mod observability;
 mod support;
+mod tls;
 
 use std::{process::Output, time::Duration};
 
