@@ -68,6 +68,8 @@ pub struct GatewaySpec<'a> {
     pub key_prefix: &'a str,
     /// Gateway id: also its MQTT client id (`thermocline-{id}`), unique per run.
     pub id: String,
+    /// Config overrides as `THERMOCLINE__SECTION__KEY` environment variables.
+    pub env: &'a [(String, String)],
 }
 
 pub struct GatewayProc {
@@ -113,12 +115,13 @@ impl GatewayProc {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        // The figures are for the defaults: no inherited overrides.
+        // The figures are for the defaults: no inherited overrides, only `--set`.
         for (k, _) in std::env::vars() {
             if k.starts_with("THERMOCLINE__") {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(spec.env.iter().cloned());
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot run {}", spec.bin.display()))?;

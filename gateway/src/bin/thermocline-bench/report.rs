@@ -98,6 +98,10 @@ pub struct Report {
     pub small: Fleet,
     pub large: Fleet,
     pub latency: LatencyResult,
+    /// false when `--latency-rate` set the load instead.
+    pub latency_rate_is_half_b: bool,
+    /// `--set` gateway config overrides (none for the reference figures).
+    pub overrides: Vec<String>,
     pub total_secs: f64,
 }
 
@@ -311,6 +315,7 @@ absolute rates alone.
 - **Gateway:** the release `thermocline run` as a child process with the built-in defaults
   (`config/default.toml`: QoS 1, persistent session, `hot.flush_interval = 100ms`, …);
   the harness sets only the broker port, the HTTP port, `gateway.id` and `hot.key_prefix`.
+  Overrides of the defaults in this run: {overrides}.
 
 ## Method
 
@@ -325,8 +330,8 @@ absolute rates alone.
   `thermocline_hot_readings_written_total` on `/metrics` covers every reading, polled every
   25 ms). The gateway's warm-up (one message through to Redis) is before the clock starts.
 - (a) and (b) alternate, {reps} repetition(s) each per fleet size; the tables give medians.
-- **Latency:** a gateway under a steady load of half the median (b) rate for 1,000 devices
-  ({lat_devices} devices, {lat_secs:.0} s). A probe device publishes every 20 ms on a fixed
+- **Latency:** a gateway under a steady load of {lat_load} ({lat_devices} devices,
+  {lat_secs:.0} s). A probe device publishes every 20 ms on a fixed
   schedule (not waiting for earlier probes, so stalls are not hidden by coordinated
   omission) with a strictly increasing `ts`; a poller reads its `latest` hash
   (`HGET … t:temp`) about every 1 ms. Latency = first poll showing that ts (or a later
@@ -376,6 +381,20 @@ Latency run: load target {lat_rate} msg/s, achieved {lat_ach} msg/s.
             large_n = group(self.large.workload.messages()),
             large_d = group(u64::from(self.large.workload.devices)),
             reps = s.a.len(),
+            overrides = if self.overrides.is_empty() {
+                "none".to_string()
+            } else {
+                self.overrides
+                    .iter()
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            lat_load = if self.latency_rate_is_half_b {
+                "half the median (b) rate for 1,000 devices"
+            } else {
+                "a rate set with `--latency-rate`"
+            },
             lat_devices = group(u64::from(s.workload.devices)),
             lat_secs = lat.duration.as_secs_f64(),
             probes = lat.probes_sent,

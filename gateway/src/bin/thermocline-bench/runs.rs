@@ -70,6 +70,23 @@ pub struct Env {
     pub watched: Vec<(&'static str, u32)>,
     /// Unique per harness run; device prefixes and client ids derive from it.
     pub run_id: String,
+    /// Gateway config overrides (`--set`), as environment variables.
+    pub gateway_env: Vec<(String, String)>,
+}
+
+/// `hot.flush_interval=20ms` → (`THERMOCLINE__HOT__FLUSH_INTERVAL`, `20ms`).
+pub fn override_env(set: &str) -> anyhow::Result<(String, String)> {
+    let (key, value) = set
+        .split_once('=')
+        .with_context(|| format!("--set {set:?}: expected section.key=value"))?;
+    anyhow::ensure!(
+        key.contains('.') && !key.starts_with('.') && !key.ends_with('.'),
+        "--set {set:?}: expected section.key=value"
+    );
+    Ok((
+        format!("THERMOCLINE__{}", key.to_uppercase().replace('.', "__")),
+        value.to_string(),
+    ))
 }
 
 /// One measured run.
@@ -135,6 +152,7 @@ impl Env {
             redis_url: &self.redis_url,
             key_prefix: &format!("{}-{tag}", self.run_id),
             id: format!("{}-{tag}", self.run_id),
+            env: &self.gateway_env,
         })
         .await?;
         // The subscription is made after ConnAck: wait until a message really
