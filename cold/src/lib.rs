@@ -18,7 +18,9 @@
 //! Work in progress: the pieces are built and tested against the real servers
 //! one by one; the gateway does not use this crate yet.
 
+pub mod batcher;
 pub mod error;
 pub mod row;
+pub mod spool;
 
 pub use error::{Error, Result};
