@@ -20,7 +20,9 @@ pub struct ReplayedRecord {
 
 /// Yields, in spool order, the message records at or after the released
 /// watermark and the cut markers of ranges not yet released. Reads one segment
-/// into memory at a time (at most `segment_size` bytes); blocking I/O.
+/// into memory at a time (at most `segment_size` bytes); blocking I/O. Topics
+/// and payloads are slices of that buffer: hold them briefly (the batcher's
+/// [`crate::batcher::decode_record`] copies what it keeps).
 ///
 /// Segments the reader has passed may be released (deleted) while it runs;
 /// ranges are released only after their cut markers, which come after them.

@@ -345,7 +345,7 @@ async fn a_full_spool_blocks_appends_until_a_release_frees_space() {
 #[tokio::test]
 async fn tickets_resolve_only_after_fsync_and_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (o, metrics) = open(cfg(dir.path(), 1 << 20, 4 << 20, 400, 1 << 20));
+    let (o, metrics) = open(cfg(dir.path(), 1 << 20, 4 << 20, 1000, 1 << 20));
     let (pos, t) = o.spool.append(&msg(0)).await.unwrap();
     let end = t.end();
     assert_eq!(
@@ -573,4 +573,28 @@ async fn replay_after_a_crash_cuts_the_same_batches() {
     let mut third = Batcher::new(BatchConfig::default(), gw, 5);
     assert!(replay_into(&mut third, replay_all(o.replay), &devices).is_empty());
     assert_eq!(third.cut(), Some(unmarked));
+}
+
+#[tokio::test]
+async fn open_finishes_a_release_cut_short_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, _) = open(small(dir.path()));
+    let mut last = (SpoolPos::default(), SpoolPos::default());
+    for i in 0..20 {
+        last = put(&o.spool, &msg(i)).await;
+    }
+    drop(o);
+    assert!(seg_files(dir.path()).len() >= 2);
+    // The watermark was persisted, then the process died before deleting.
+    segment::write_released(dir.path(), last.1).unwrap();
+    let (o, m) = open(small(dir.path()));
+    assert_eq!(seg_files(dir.path()), Vec::<u64>::new());
+    assert_eq!(
+        (o.report.segments, o.report.messages, o.report.bytes),
+        (0, 0, 0)
+    );
+    assert_eq!((o.spool.used_bytes(), m.bytes.get()), (0, 0));
+    assert!(replay_all(o.replay).is_empty());
+    let (pos, _) = put(&o.spool, &msg(0)).await;
+    assert!(pos > last.1, "positions keep growing: {pos:?}");
 }
