@@ -516,37 +516,25 @@ impl Spool {
     }
 
     /// Writes and fsyncs everything buffered, then stops the writer. Appends
-    /// through remaining handles fail afterwards.
+    /// through remaining handles fail afterwards. An error if a write failed.
     pub async fn close(mut self) -> Result<()> {
-        let failed = self.stop(Stop::Flush).await;
-        match failed {
-            Some(f) => Err(self.handle.shared.failure_error(&f)),
-            None => Ok(()),
-        }
-    }
-
-    async fn stop(&mut self, how: Stop) -> Option<Failure> {
-        let shared = &self.handle.shared;
-        let failed_before = shared.lock().failed.clone();
+        let shared = Arc::clone(&self.handle.shared);
         {
             let mut st = shared.lock();
             if st.stop == Stop::Run {
-                st.stop = how;
+                st.stop = Stop::Flush;
             }
         }
         shared.wake_writer.notify_one();
         if let Some(w) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }
+        let failed = shared.lock().failed.clone();
         shared.fail(io::ErrorKind::BrokenPipe, "spool closed".into());
-        failed_before.or_else(|| {
-            // A write error during the final flush.
-            let st = shared.lock();
-            st.failed
-                .as_ref()
-                .filter(|f| f.message != "spool closed")
-                .cloned()
-        })
+        match failed {
+            Some(f) => Err(shared.failure_error(&f)),
+            None => Ok(()),
+        }
     }
 }
 
