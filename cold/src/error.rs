@@ -22,6 +22,9 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    /// A spool record (frame) larger than a segment: it can never be stored.
+    #[error("spool record of {len} bytes is larger than a segment ({limit} bytes)")]
+    RecordTooLarge { len: u64, limit: u64 },
     /// The spool is at its size bound; the caller must wait (backpressure).
     #[error("spool full ({used} of {limit} bytes)")]
     SpoolFull { used: u64, limit: u64 },

@@ -5,10 +5,12 @@
 //! - [`row`]: [`row::ColdRow`] (one reading as stored: device, metric, ts, value,
 //!   seq, gateway, arrival), [`row::Batch`] and its deterministic [`row::BatchId`],
 //!   the S3 key layout.
-//! - [`spool`]: the local write-ahead log of raw MQTT messages (length + CRC per
-//!   record, group-committed fsync, bounded, replayed on start, torn tails cut).
-//! - [`batcher`]: when to cut a batch (rows, bytes, age with jitter; one event
-//!   hour per batch).
+//! - [`spool`]: the local write-ahead log of raw MQTT messages and batch-cut
+//!   markers (length + CRC per record, group-committed fsync, bounded with
+//!   backpressure, replayed on start, torn tails cut); a range is released once
+//!   both stores hold its batches ([`spool::ReleaseTracker`]).
+//! - [`batcher`]: when to cut a batch (rows, bytes, age with jitter), decoding
+//!   spooled messages into rows and dead letters; one event hour per batch.
 //! - [`parquet`]: batches ⇄ Parquet (zstd).
 //! - [`s3`]: the S3 sink (aws-sdk-s3): batch objects, dead letters, retries.
 //! - [`clickhouse`]: the ClickHouse sink: schema, RowBinary inserts, the
@@ -18,7 +20,9 @@
 //! Work in progress: the pieces are built and tested against the real servers
 //! one by one; the gateway does not use this crate yet.
 
+pub mod batcher;
 pub mod error;
 pub mod row;
+pub mod spool;
 
 pub use error::{Error, Result};
