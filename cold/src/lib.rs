@@ -18,6 +18,7 @@
 //! Work in progress: the pieces are built and tested against the real servers
 //! one by one; the gateway does not use this crate yet.
 
+pub mod clickhouse;
 pub mod error;
 pub mod row;
 
