@@ -42,6 +42,15 @@ pub enum Error {
     },
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
+    /// A ClickHouse operation failed for good after `attempts` tries; `op`
+    /// names it (insert_readings, ping, ...). The server's message is in
+    /// `source`; the password never is.
+    #[error("clickhouse {op} failed after {attempts} attempt(s): {source}")]
+    ClickHouseOp {
+        op: &'static str,
+        attempts: u32,
+        source: clickhouse::error::Error,
+    },
     /// Data read back from a store does not have the expected shape.
     #[error("invalid data in {what}: {reason}")]
     InvalidData { what: String, reason: String },
@@ -52,10 +61,9 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::S3 { retriable, .. } => *retriable,
-            Self::ClickHouse(e) => matches!(
-                e,
-                clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
-            ),
+            Self::ClickHouse(e) | Self::ClickHouseOp { source: e, .. } => {
+                crate::clickhouse::is_retriable(e)
+            }
             Self::Io { .. } | Self::SpoolFull { .. } => true,
             _ => false,
         }

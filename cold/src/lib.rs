@@ -21,6 +21,7 @@
 //! one by one; the gateway does not use this crate yet.
 
 pub mod batcher;
+pub mod clickhouse;
 pub mod error;
 pub mod row;
 pub mod spool;

@@ -1,0 +1,3 @@
+//! Integration tests against the real stores (see each module).
+
+mod clickhouse;
