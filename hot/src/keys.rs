@@ -6,12 +6,15 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{prefix}:{{device}}:w:{res}:{start_ms}:{metric}` | hash | one bucket: `c` count, `s` sum, `mn` min, `mx` max, `l` last value, `lt` its ts (ms) |
+//! | `{prefix}:{{device}}:w:{res}:{start_ms}` | hash | one bucket of every metric: `c:{metric}` count, `s:{metric}` sum, `mn:{metric}` min, `mx:{metric}` max, `l:{metric}` last value, `lt:{metric}` its ts (ms) |
 //! | `{prefix}:{{device}}:latest` | hash | `v:{metric}` last value, `t:{metric}` its ts, `seen` last arrival (ms) |
 //! | `{prefix}:devices` | sorted set | device id scored by last arrival time (ms) |
 //!
-//! The metric is the last component because metric names may contain `:`;
-//! device ids never contain `:`, `{` or `}` (see [`devices::DeviceId`]).
+//! One hash holds a bucket of all of a device's metrics: a flush touches one
+//! key per resolution instead of one per metric and resolution, and small
+//! hashes stay in Redis's compact encoding. Metric names may contain `:`; they
+//! are only ever the tail of a field name, after a fixed prefix. Device ids
+//! never contain `:`, `{` or `}` (see [`devices::DeviceId`]).
 
 use devices::{DeviceId, MetricName};
 
@@ -27,17 +30,16 @@ impl Keys {
         }
     }
 
-    pub fn bucket(
-        &self,
-        device: &DeviceId,
-        res_label: &str,
-        start_ms: i64,
-        metric: &MetricName,
-    ) -> String {
+    pub fn bucket(&self, device: &DeviceId, res_label: &str, start_ms: i64) -> String {
         format!(
-            "{}:{{{}}}:w:{}:{}:{}",
-            self.prefix, device, res_label, start_ms, metric
+            "{}:{{{}}}:w:{}:{}",
+            self.prefix, device, res_label, start_ms
         )
+    }
+
+    /// The six fields of one metric in a bucket hash: count, sum, min, max, last, last ts.
+    pub fn bucket_fields(metric: &MetricName) -> [String; 6] {
+        ["c", "s", "mn", "mx", "l", "lt"].map(|f| format!("{f}:{metric}"))
     }
 
     pub fn latest(&self, device: &DeviceId) -> String {
@@ -62,10 +64,8 @@ mod tests {
         let k = Keys::new("tc");
         let d = DeviceId::parse("dev-1").unwrap();
         let m = MetricName::parse("urn:x:temp").unwrap();
-        assert_eq!(
-            k.bucket(&d, "1m", 60_000, &m),
-            "tc:{dev-1}:w:1m:60000:urn:x:temp"
-        );
+        assert_eq!(k.bucket(&d, "1m", 60_000), "tc:{dev-1}:w:1m:60000");
+        assert_eq!(Keys::bucket_fields(&m)[5], "lt:urn:x:temp");
         assert_eq!(k.latest(&d), "tc:{dev-1}:latest");
         assert_eq!(k.device_index(), "tc:devices");
     }

@@ -114,11 +114,12 @@ impl Reader {
             )));
         }
         let starts: Vec<i64> = res.bucket_starts(from_ms, to_ms).collect();
+        let fields = Keys::bucket_fields(metric);
         let mut pipe = redis::pipe();
         for s in &starts {
             pipe.cmd("HMGET")
-                .arg(self.keys.bucket(device, &res.label, *s, metric))
-                .arg(&["c", "s", "mn", "mx", "l", "lt"]);
+                .arg(self.keys.bucket(device, &res.label, *s))
+                .arg(&fields);
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn.clone()).await?;
         let mut out = Vec::new();
@@ -126,14 +127,13 @@ impl Reader {
             if row.iter().all(Option::is_none) {
                 continue;
             }
-            let key = || self.keys.bucket(device, &res.label, start, metric);
             let num = |i: usize| -> Result<f64> {
                 row[i]
                     .as_deref()
                     .and_then(|s| s.parse::<f64>().ok())
                     .ok_or_else(|| Error::Corrupt {
-                        key: key(),
-                        reason: format!("field {i} missing or not a number"),
+                        key: self.keys.bucket(device, &res.label, start),
+                        reason: format!("field {} missing or not a number", fields[i]),
                     })
             };
             out.push(Bucket {

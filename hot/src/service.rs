@@ -20,7 +20,7 @@ use std::{
 
 use devices::Message;
 use tokio::{
-    sync::{mpsc, Semaphore},
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
 };
 
@@ -168,26 +168,42 @@ async fn run(
     let slots = Arc::new(Semaphore::new(limits.max_inflight_flushes));
     let mut tick = tokio::time::interval(limits.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A flush is due after each tick (or when too many buckets are pending);
+    // it starts as soon as a flush slot is free. While every slot is busy the
+    // aggregator keeps folding messages into the pending buckets, so under
+    // load each flush covers more messages and Redis does less work per
+    // message. Only when `max_pending_buckets` is reached does it stop taking
+    // messages: backpressure to ingest and the broker.
+    let mut due = false;
     loop {
-        let flush_now = tokio::select! {
+        let full = agg.pending_buckets() >= limits.max_pending_buckets;
+        due |= full;
+        tokio::select! {
             biased;
-            _ = tick.tick() => true,
-            msg = rx.recv() => match msg {
+            permit = slots.clone().acquire_owned(), if due => {
+                let Ok(permit) = permit else { break };
+                if agg.pending_buckets() > 0 {
+                    flush(&mut agg, &writer, permit, &metrics, &health);
+                }
+                due = false;
+            }
+            _ = tick.tick() => due = agg.pending_buckets() > 0,
+            msg = rx.recv(), if !full => match msg {
                 Some(msg) => {
                     metrics.channel_depth.dec();
                     ingest(&mut agg, &msg, &metrics);
-                    agg.pending_buckets() >= limits.max_pending_buckets
                 }
                 None => break,
             },
-        };
-        if flush_now && agg.pending_buckets() > 0 {
-            flush(&mut agg, &writer, &slots, &metrics, &health).await;
         }
         metrics.pending_buckets.set(agg.pending_buckets() as i64);
     }
     // Shutdown: flush what is left and wait for every flush in flight.
-    flush(&mut agg, &writer, &slots, &metrics, &health).await;
+    if agg.pending_buckets() > 0 {
+        if let Ok(permit) = slots.clone().acquire_owned().await {
+            flush(&mut agg, &writer, permit, &metrics, &health);
+        }
+    }
     let _ = slots.acquire_many(limits.max_inflight_flushes as u32).await;
     metrics.pending_buckets.set(0);
     tracing::info!("hot path flushed and stopped");
@@ -212,11 +228,11 @@ fn ingest(agg: &mut Aggregator, msg: &Message, metrics: &HotMetrics) {
     }
 }
 
-/// Hands the pending batch to a flush slot (waiting for one when all are busy).
-async fn flush(
+/// Hands the pending batch to the flush slot `permit` holds.
+fn flush(
     agg: &mut Aggregator,
     writer: &Writer,
-    slots: &Arc<Semaphore>,
+    permit: OwnedSemaphorePermit,
     metrics: &HotMetrics,
     health: &Arc<Health>,
 ) {
@@ -225,9 +241,6 @@ async fn flush(
     if batch.is_empty() {
         return;
     }
-    let Ok(permit) = slots.clone().acquire_owned().await else {
-        return;
-    };
     let writer = writer.clone();
     let metrics = metrics.clone();
     let health = health.clone();

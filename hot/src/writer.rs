@@ -3,65 +3,107 @@
 //! One Lua script call per device merges all of that device's pending buckets
 //! and its latest view atomically (the keys share the device's hash slot), so
 //! count/sum add up and min/max/last stay right under concurrent writers from
-//! several gateways. Calls are pipelined, `devices_per_pipeline` per round trip;
-//! one `ZADD GT` per pipeline updates the fleet index. Never one round trip per
-//! reading.
+//! several gateways. Calls are pipelined, `devices_per_pipeline` per round trip,
+//! the pipelines of a flush in flight together; one `ZADD GT` per pipeline
+//! updates the fleet index. Never one round trip per reading.
 //!
-//! Numbers cross into Lua as shortest round-trip decimal strings and are stored
-//! with `%.17g`, so a value read back is the same `f64`.
+//! Cost matters here: Redis runs every script on its one thread, so the script
+//! does one `HMGET` and one `HSET` per bucket hash (all metrics of a device
+//! share it) and formats numbers only where it must (counts and sums). A
+//! min/max/last that wins is stored as the exact string the gateway sent
+//! (shortest round-trip, from `ryu`); one that loses is not rewritten. Sums are
+//! stored with `%.17g`, so every value read back is the same `f64`.
+
+use std::collections::BTreeMap;
 
 use redis::{aio::ConnectionManager, Pipeline, Script};
 
 use crate::{
     aggregate::{DeviceBatch, FlushBatch},
     keys::Keys,
-    window::Resolution,
+    window::{Agg, Resolution},
     Error, Result,
 };
-use devices::DeviceId;
+use devices::{DeviceId, MetricName};
+
+/// Metrics per bucket entry of one script call: keeps Lua's `unpack` far below
+/// its stack limit whatever a device sends (a key may then appear twice).
+const METRICS_PER_ENTRY: usize = 200;
 
 /// KEYS[1] = the device's latest hash, KEYS[2..] = its bucket hashes.
-/// ARGV[1] = number of buckets n, ARGV[2] = arrival time (ms), ARGV[3] = expiry
-/// of the latest hash (ms since epoch); then per bucket 7 values: count, sum,
-/// min, max, last, last_ts, expire_at_ms; then per metric 3 values: name,
-/// value, ts.
+/// ARGV[1] = number of bucket entries, ARGV[2] = arrival time (ms), ARGV[3] =
+/// expiry of the latest hash (ms since epoch); then per bucket entry: its
+/// expiry (ms), its number of metrics m, then m × 7 values: metric, count, sum,
+/// min, max, last, last_ts; then per metric 3 values for the latest view:
+/// metric, value, ts.
 const MERGE_LUA: &str = r#"
-local function f(x) return string.format('%.17g', x) end
-local n = tonumber(ARGV[1])
+local nb = tonumber(ARGV[1])
 local a = 4
-for i = 1, n do
-  local key = KEYS[i + 1]
-  local c, s, mn, mx = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3])
-  local l, lt = tonumber(ARGV[a+4]), tonumber(ARGV[a+5])
-  local cur = redis.call('HMGET', key, 'c', 's', 'mn', 'mx', 'l', 'lt')
-  if cur[1] then
-    c = c + tonumber(cur[1])
-    s = s + tonumber(cur[2])
-    mn = math.min(mn, tonumber(cur[3]))
-    mx = math.max(mx, tonumber(cur[4]))
-    local cl, clt = tonumber(cur[5]), tonumber(cur[6])
-    if clt > lt or (clt == lt and cl > l) then l, lt = cl, clt end
-    redis.call('HSET', key, 'c', string.format('%d', c), 's', f(s), 'mn', f(mn), 'mx', f(mx), 'l', f(l), 'lt', string.format('%d', lt))
-  else
-    redis.call('HSET', key, 'c', string.format('%d', c), 's', f(s), 'mn', f(mn), 'mx', f(mx), 'l', f(l), 'lt', string.format('%d', lt))
-    redis.call('PEXPIREAT', key, ARGV[a+6])
+for i = 1, nb do
+  local key, exp, nm = KEYS[i + 1], ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local fields = {}
+  for j = 0, nm - 1 do
+    local m = ARGV[a + j * 7]
+    local b = j * 6
+    fields[b + 1] = 'c:' .. m
+    fields[b + 2] = 's:' .. m
+    fields[b + 3] = 'mn:' .. m
+    fields[b + 4] = 'mx:' .. m
+    fields[b + 5] = 'l:' .. m
+    fields[b + 6] = 'lt:' .. m
   end
-  a = a + 7
+  local cur = redis.call('HMGET', key, unpack(fields))
+  local out, n, fresh = {}, 0, false
+  local function put(f, v) out[n + 1] = f; out[n + 2] = v; n = n + 2 end
+  for j = 0, nm - 1 do
+    local p, b = a + j * 7, j * 6
+    if cur[b + 1] then
+      put(fields[b + 1], string.format('%d', tonumber(ARGV[p + 1]) + tonumber(cur[b + 1])))
+      put(fields[b + 2], string.format('%.17g', tonumber(ARGV[p + 2]) + tonumber(cur[b + 2])))
+      if tonumber(ARGV[p + 3]) < tonumber(cur[b + 3]) then put(fields[b + 3], ARGV[p + 3]) end
+      if tonumber(ARGV[p + 4]) > tonumber(cur[b + 4]) then put(fields[b + 4], ARGV[p + 4]) end
+      local lt, clt = tonumber(ARGV[p + 6]), tonumber(cur[b + 6])
+      if lt > clt or (lt == clt and tonumber(ARGV[p + 5]) > tonumber(cur[b + 5])) then
+        put(fields[b + 5], ARGV[p + 5])
+        put(fields[b + 6], ARGV[p + 6])
+      end
+    else
+      fresh = true
+      for f = 1, 6 do put(fields[b + f], ARGV[p + f]) end
+    end
+  end
+  redis.call('HSET', key, unpack(out))
+  if fresh then redis.call('PEXPIREAT', key, exp) end
+  a = a + nm * 7
 end
 local latest = KEYS[1]
+local lf, la = {}, {}
 while a <= #ARGV do
-  local m, v, t = ARGV[a], tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
-  local cur = redis.call('HMGET', latest, 't:' .. m, 'v:' .. m)
-  local ct, cv = tonumber(cur[1]), tonumber(cur[2])
-  if not ct or t > ct or (t == ct and v > cv) then
-    redis.call('HSET', latest, 'v:' .. m, f(v), 't:' .. m, string.format('%d', t))
-  end
+  lf[#lf + 1] = 't:' .. ARGV[a]
+  lf[#lf + 1] = 'v:' .. ARGV[a]
+  la[#la + 1] = a
   a = a + 3
 end
-local seen = tonumber(redis.call('HGET', latest, 'seen') or '0')
-if tonumber(ARGV[2]) > seen then redis.call('HSET', latest, 'seen', ARGV[2]) end
+lf[#lf + 1] = 'seen'
+local cur = redis.call('HMGET', latest, unpack(lf))
+local out, n = {}, 0
+for j, p in ipairs(la) do
+  local ct, cv = tonumber(cur[2 * j - 1]), tonumber(cur[2 * j])
+  local t, v = tonumber(ARGV[p + 2]), tonumber(ARGV[p + 1])
+  if not ct or t > ct or (t == ct and v > cv) then
+    out[n + 1] = lf[2 * j]; out[n + 2] = ARGV[p + 1]
+    out[n + 3] = lf[2 * j - 1]; out[n + 4] = ARGV[p + 2]
+    n = n + 4
+  end
+end
+if tonumber(ARGV[2]) > tonumber(cur[#lf] or '0') then
+  out[n + 1] = 'seen'; out[n + 2] = ARGV[2]
+  n = n + 2
+end
+if n > 0 then redis.call('HSET', latest, unpack(out)) end
 redis.call('PEXPIREAT', latest, ARGV[3])
-return n
+return nb
 "#;
 
 /// The Redis side of the hot path: a cheap-to-clone handle.
@@ -91,15 +133,26 @@ impl Writer {
     }
 
     /// Writes every device's pending windows. On error nothing can be said about
-    /// which devices of the failing pipeline were applied; the caller counts the
+    /// which devices of a failing pipeline were applied; the caller counts the
     /// batch as not written and the reconciler repairs from cold storage.
     pub async fn write(&self, batch: &FlushBatch, now_ms: i64) -> Result<()> {
         let devices: Vec<(&DeviceId, &DeviceBatch)> = batch.devices.iter().collect();
+        let mut pipes = tokio::task::JoinSet::new();
         for chunk in devices.chunks(self.devices_per_pipeline) {
             let pipe = self.pipeline(chunk, now_ms);
-            self.run(&pipe).await?;
+            let this = self.clone();
+            pipes.spawn(async move { this.run(&pipe).await });
         }
-        Ok(())
+        let mut result = Ok(());
+        while let Some(done) = pipes.join_next().await {
+            let r = done
+                .map_err(|e| Error::BadRequest(format!("flush task failed: {e}")))
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
     }
 
     async fn run(&self, pipe: &Pipeline) -> Result<()> {
@@ -128,21 +181,38 @@ impl Writer {
         let mut zadd = redis::cmd("ZADD");
         zadd.arg(self.keys.device_index()).arg("GT");
         for (device, batch) in devices {
+            // Group the device's buckets by hash key: (resolution, start).
+            let mut hashes: BTreeMap<(u8, i64), Vec<(&MetricName, &Agg)>> = BTreeMap::new();
+            for ((metric, res_idx, start), agg) in &batch.buckets {
+                hashes
+                    .entry((*res_idx, *start))
+                    .or_default()
+                    .push((metric, agg));
+            }
+            let entries: usize = hashes
+                .values()
+                .map(|m| m.len().div_ceil(METRICS_PER_ENTRY))
+                .sum();
             let mut inv = self.script.prepare_invoke();
             inv.key(self.keys.latest(device));
-            inv.arg(batch.buckets.len())
+            inv.arg(entries)
                 .arg(batch.seen_ms)
                 .arg(now_ms + max_retention);
-            for ((metric, res_idx, start), agg) in &batch.buckets {
+            for ((res_idx, start), metrics) in &hashes {
                 let res = &self.resolutions[*res_idx as usize];
-                inv.key(self.keys.bucket(device, &res.label, *start, metric));
-                inv.arg(agg.count)
-                    .arg(agg.sum)
-                    .arg(agg.min)
-                    .arg(agg.max)
-                    .arg(agg.last)
-                    .arg(agg.last_ts_ms)
-                    .arg(res.expires_at_ms(*start));
+                for part in metrics.chunks(METRICS_PER_ENTRY) {
+                    inv.key(self.keys.bucket(device, &res.label, *start));
+                    inv.arg(res.expires_at_ms(*start)).arg(part.len());
+                    for (metric, agg) in part {
+                        inv.arg(metric.as_str())
+                            .arg(agg.count)
+                            .arg(agg.sum)
+                            .arg(agg.min)
+                            .arg(agg.max)
+                            .arg(agg.last)
+                            .arg(agg.last_ts_ms);
+                    }
+                }
             }
             for (metric, (ts, value)) in &batch.latest {
                 inv.arg(metric.as_str()).arg(*value).arg(*ts);

@@ -126,12 +126,11 @@ async fn simulated_fleet_verifies_exactly() {
     let metric = devices::MetricName::parse("temp").unwrap();
     let dev = devices::DeviceId::parse(&device).unwrap();
     let first = ledger.entries[&device]["temp"].first_ts_ms;
-    let key =
-        hot::keys::Keys::new(&gw.prefix).bucket(&dev, &res.label, res.bucket_start(first), &metric);
+    let key = hot::keys::Keys::new(&gw.prefix).bucket(&dev, &res.label, res.bucket_start(first));
     let mut conn = hot::connect::connect(&gw.hot_config().redis).unwrap();
     let _: i64 = redis::cmd("HINCRBY")
         .arg(&key)
-        .arg("c")
+        .arg(&hot::keys::Keys::bucket_fields(&metric)[0])
         .arg(1)
         .query_async(&mut conn)
         .await

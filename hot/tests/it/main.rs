@@ -134,9 +134,7 @@ async fn written_windows_read_back_exactly() {
         );
         // Every bucket expires at its end plus the retention.
         for b in &buckets {
-            let key = ctx
-                .keys
-                .bucket(&dev("d1"), &res.label, b.start_ms, &metric("temp"));
+            let key = ctx.keys.bucket(&dev("d1"), &res.label, b.start_ms);
             let at: i64 = redis::cmd("PEXPIRETIME")
                 .arg(&key)
                 .query_async(&mut ctx.conn.clone())
@@ -312,4 +310,38 @@ async fn service_flushes_on_close() {
         (100, 4950.0, 99.0)
     );
     Ctx::new("service").await.cleanup().await;
+}
+
+/// A device with more metrics than one script entry carries (a bucket hash is
+/// then split over several entries of the same call): nothing is lost.
+#[tokio::test]
+async fn many_metrics_per_device_are_split_and_merged() {
+    let ctx = Ctx::new("wide").await;
+    let now = now_ms();
+    let names: Vec<String> = (0..450).map(|i| format!("m{i}")).collect();
+    let vals: Vec<(&str, f64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i as f64))
+        .collect();
+    for round in 0..2 {
+        let mut agg = Aggregator::new(ctx.res.clone(), Dedup::new(256, 1000));
+        agg.ingest(&msg("d1", round, now, &vals), now);
+        ctx.writer().write(&agg.take(), now).await.unwrap();
+    }
+    let reader = ctx.reader();
+    for (i, n) in names.iter().enumerate().step_by(37) {
+        let b = reader
+            .buckets(&dev("d1"), &metric(n), &ctx.res[0], now, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            (b[0].agg.count, b[0].agg.sum, b[0].agg.max),
+            (2, 2.0 * i as f64, i as f64),
+            "{n}"
+        );
+    }
+    let latest = reader.latest(&dev("d1")).await.unwrap().unwrap();
+    assert_eq!(latest.metrics.len(), 450);
+    ctx.cleanup().await;
 }
