@@ -19,6 +19,7 @@
 //! one by one; the gateway does not use this crate yet.
 
 pub mod error;
+pub mod parquet;
 pub mod row;
 
 pub use error::{Error, Result};
