@@ -145,7 +145,7 @@ fn check_schema(found: &Schema) -> Result<()> {
     Ok(())
 }
 
-fn column<'a, T: 'static>(record: &'a RecordBatch, i: usize) -> Result<&'a T> {
+fn column<T: 'static>(record: &RecordBatch, i: usize) -> Result<&T> {
     let col = record.column(i);
     if col.null_count() > 0 {
         return Err(invalid(format!("column {} has nulls", COLUMNS[i])));
