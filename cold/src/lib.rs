@@ -21,5 +21,6 @@
 pub mod error;
 pub mod parquet;
 pub mod row;
+pub mod s3;
 
 pub use error::{Error, Result};
