@@ -91,6 +91,9 @@ pub struct S3Config {
     pub retry: RetryPolicy,
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
+    /// Keys per ListObjectsV2 page: 1000 (S3's maximum); not in the raw
+    /// config, lowered by tests to exercise pagination.
+    pub list_page_size: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +205,7 @@ impl RawS3Config {
             },
             connect_timeout: self.connect_timeout,
             attempt_timeout: self.attempt_timeout,
+            list_page_size: 1000,
         })
     }
 }

@@ -456,6 +456,7 @@ impl S3Sink {
                         .bucket(&self.cfg.bucket)
                         .prefix(&root)
                         .start_after(&first)
+                        .max_keys(self.cfg.list_page_size)
                         .set_continuation_token(token.clone());
                     async move { req.send().await.map_err(classify) }
                 })

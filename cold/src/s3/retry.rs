@@ -59,7 +59,11 @@ where
             let message = match (err.code(), err.message()) {
                 (Some(c), Some(m)) => format!("{c}: {m} (HTTP {status})"),
                 (Some(c), None) => format!("{c} (HTTP {status})"),
-                _ => format!("HTTP {status} with no error code"),
+                // HEAD requests have no body, hence no code.
+                _ if status == 401 || status == 403 => format!(
+                    "access denied (HTTP {status}): check the credentials and the bucket's permissions"
+                ),
+                _ => format!("HTTP {status} with no error details"),
             };
             Failure {
                 message,
