@@ -8,7 +8,7 @@ use std::future::Future;
 
 use aws_sdk_s3::{
     config::http::HttpResponse,
-    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    error::{ProvideErrorMetadata, SdkError},
 };
 
 use super::{config::RetryPolicy, metrics::S3Metrics};
@@ -56,7 +56,7 @@ where
             let code = err.code().unwrap_or("");
             let retriable =
                 status >= 500 || status == 408 || status == 429 || RETRIABLE_CODES.contains(&code);
-            let message = match (err.code(), err.message()) {
+            let mut message = match (err.code(), err.message()) {
                 (Some(c), Some(m)) => format!("{c}: {m} (HTTP {status})"),
                 (Some(c), None) => format!("{c} (HTTP {status})"),
                 // HEAD requests have no body, hence no code.
@@ -65,6 +65,9 @@ where
                 ),
                 _ => format!("HTTP {status} with no error details"),
             };
+            if let Some(hint) = hint(code) {
+                message = format!("{message}: {hint}");
+            }
             Failure {
                 message,
                 retriable,
@@ -72,22 +75,49 @@ where
             }
         }
         SdkError::ConstructionFailure(_) => Failure {
-            message: DisplayErrorContext(&err).to_string(),
+            message: chain(&err),
             retriable: false,
             answered: true,
         },
         SdkError::DispatchFailure(d) => Failure {
-            message: DisplayErrorContext(&err).to_string(),
+            message: chain(&err),
             retriable: !d.is_user(),
             answered: false,
         },
         // Timeouts, truncated or unparsable responses.
         _ => Failure {
-            message: DisplayErrorContext(&err).to_string(),
+            message: chain(&err),
             retriable: true,
             answered: false,
         },
     }
+}
+
+/// A fix for the errors a misconfiguration causes.
+fn hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "SignatureDoesNotMatch" => "check cold.s3.secret_access_key",
+        "InvalidAccessKeyId" => "check cold.s3.access_key_id",
+        "NoSuchBucket" => "check cold.s3.bucket (ensure_bucket creates it)",
+        "AccessDenied" => "check the credentials and the bucket's permissions",
+        "PermanentRedirect" | "AuthorizationHeaderMalformed" => "check cold.s3.region",
+        _ => return None,
+    })
+}
+
+/// `outer: inner: root cause`, from the error's source chain (the SDK's
+/// Display is only the outermost layer; its Debug is too noisy for logs).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(e) = next {
+        let s = e.to_string();
+        if parts.last().is_none_or(|p| !p.contains(&s)) {
+            parts.push(s);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or `policy.max_attempts`
@@ -151,6 +181,11 @@ where
 mod tests {
     use std::time::Duration;
 
+    use aws_sdk_s3::{
+        error::{ConnectorError, ErrorMetadata},
+        operation::put_object::PutObjectError,
+        primitives::SdkBody,
+    };
     use prometheus::Registry;
 
     use super::*;
@@ -169,6 +204,66 @@ mod tests {
             retriable,
             answered: !retriable,
         }
+    }
+
+    type PutErr = SdkError<PutObjectError, HttpResponse>;
+
+    fn service(status: u16, code: Option<&str>) -> PutErr {
+        let mut meta = ErrorMetadata::builder().message("details");
+        if let Some(c) = code {
+            meta = meta.code(c);
+        }
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(PutObjectError::generic(meta.build()), raw)
+    }
+
+    #[test]
+    fn classifies_service_errors_by_status_and_code() {
+        for (status, code, retriable) in [
+            (500, Some("InternalError"), true),
+            (503, Some("SlowDown"), true),
+            (503, None, true),
+            (429, None, true),
+            (408, None, true),
+            (400, Some("RequestTimeout"), true),
+            (403, Some("AccessDenied"), false),
+            (403, Some("SignatureDoesNotMatch"), false),
+            (404, Some("NoSuchBucket"), false),
+            (400, Some("InvalidArgument"), false),
+        ] {
+            let f = classify(service(status, code));
+            assert_eq!(f.retriable, retriable, "{status} {code:?}: {}", f.message);
+            assert_eq!(f.answered, status < 500);
+            assert!(
+                f.message.contains(&format!("HTTP {status}")),
+                "{}",
+                f.message
+            );
+        }
+        let f = classify(service(403, Some("SignatureDoesNotMatch")));
+        assert_eq!(
+            f.message,
+            "SignatureDoesNotMatch: details (HTTP 403): check cold.s3.secret_access_key"
+        );
+    }
+
+    #[test]
+    fn classifies_transport_errors() {
+        let io =
+            |msg: &str| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, msg.to_string());
+        let f = classify::<PutObjectError>(SdkError::dispatch_failure(ConnectorError::io(
+            Box::new(io("Connection refused")),
+        )));
+        assert!(f.retriable && !f.answered);
+        assert!(f.message.contains("Connection refused"), "{}", f.message);
+        let f = classify::<PutObjectError>(SdkError::timeout_error(Box::new(io("slow"))));
+        assert!(f.retriable && !f.answered, "{}", f.message);
+        let f = classify::<PutObjectError>(SdkError::dispatch_failure(ConnectorError::user(
+            Box::new(io("bad request")),
+        )));
+        assert!(!f.retriable, "{}", f.message);
+        let f = classify::<PutObjectError>(SdkError::construction_failure(Box::new(io("x"))));
+        assert!(!f.retriable);
     }
 
     #[tokio::test(start_paused = true)]
