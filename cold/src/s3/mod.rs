@@ -20,6 +20,7 @@ use std::{future::Future, ops::Range, sync::Arc, time::Instant};
 
 use aws_sdk_s3::{
     config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Credentials, Region},
+    error::ProvideErrorMetadata,
     primitives::ByteStream,
     types::{
         BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
@@ -46,6 +47,8 @@ use crate::{
     Error, Result,
 };
 
+/// S3's limit on parts per upload.
+const MAX_PARTS: usize = 10_000;
 /// Parts of one multipart upload sent at the same time.
 const PART_CONCURRENCY: usize = 4;
 
@@ -284,7 +287,10 @@ impl S3Sink {
     }
 
     async fn upload_parts(&self, key: &str, upload_id: &str, body: Bytes) -> Result<()> {
-        let part_size = usize::try_from(self.cfg.multipart_part_size).unwrap_or(usize::MAX);
+        // S3 allows at most 10,000 parts: grow the part size for huge bodies.
+        let part_size = usize::try_from(self.cfg.multipart_part_size)
+            .unwrap_or(usize::MAX)
+            .max(body.len().div_ceil(MAX_PARTS));
         let chunks: Vec<Bytes> = (0..body.len())
             .step_by(part_size)
             .map(|start| body.slice(start..body.len().min(start + part_size)))
@@ -316,17 +322,38 @@ impl S3Sink {
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(parts))
             .build();
-        self.retry("CompleteMultipartUpload", key, || {
-            let req = self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.cfg.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .multipart_upload(completed.clone());
-            async move { req.send().await.map(|_| ()).map_err(classify) }
-        })
-        .await
+        let mut attempts = 0;
+        let done = self
+            .retry("CompleteMultipartUpload", key, || {
+                attempts += 1;
+                let retried = attempts > 1;
+                let req = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.cfg.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .multipart_upload(completed.clone());
+                async move {
+                    match req.send().await {
+                        Ok(_) => Ok(true),
+                        // An earlier attempt completed it but its answer was lost.
+                        Err(e) if retried && e.code() == Some("NoSuchUpload") => Ok(false),
+                        Err(e) => Err(classify(e)),
+                    }
+                }
+            })
+            .await?;
+        if done || self.has_object(key).await? {
+            Ok(())
+        } else {
+            Err(Error::S3 {
+                op: "CompleteMultipartUpload",
+                key: key.to_string(),
+                message: "upload vanished before completing (NoSuchUpload)".into(),
+                retriable: true,
+            })
+        }
     }
 
     async fn upload_part(
