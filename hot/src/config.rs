@@ -76,7 +76,7 @@ impl Default for RawRedisConfig {
             password: None,
             tls_ca_file: None,
             connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(10),
         }
     }
 }

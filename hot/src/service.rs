@@ -252,18 +252,17 @@ fn flush(
 
 async fn write(writer: &Writer, batch: &FlushBatch, metrics: &HotMetrics, health: &Health) {
     let started = Instant::now();
-    match writer.write(batch, now_ms()).await {
-        Ok(()) => {
-            metrics.readings_written.inc_by(batch.readings);
-            metrics.flushes.with_label_values(&["ok"]).inc();
-        }
-        Err(e) => {
-            metrics.readings_failed.inc_by(batch.readings);
+    let written = writer.write_counted(batch, now_ms()).await;
+    metrics.readings_written.inc_by(written.readings);
+    match written.error {
+        None => metrics.flushes.with_label_values(&["ok"]).inc(),
+        Some(e) => {
+            metrics.readings_failed.inc_by(written.failed);
             metrics.flushes.with_label_values(&["error"]).inc();
             metrics.redis_errors.inc();
             health.redis_ok.store(false, Ordering::Relaxed);
             metrics.redis_up.set(0);
-            tracing::warn!(error = %e, readings = batch.readings, devices = batch.devices.len(), "hot flush failed; readings counted as not written");
+            tracing::warn!(error = %e, failed = written.failed, written = written.readings, "hot flush failed in part; readings counted as not written");
         }
     }
     metrics

@@ -106,6 +106,17 @@ redis.call('PEXPIREAT', latest, ARGV[3])
 return nb
 "#;
 
+/// What one flush wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Readings whose buckets were merged.
+    pub readings: u64,
+    /// Readings of pipelines that failed.
+    pub failed: u64,
+    /// The first error, if any pipeline failed.
+    pub error: Option<Error>,
+}
+
 /// The Redis side of the hot path: a cheap-to-clone handle.
 #[derive(Clone)]
 pub struct Writer {
@@ -132,27 +143,44 @@ impl Writer {
         }
     }
 
-    /// Writes every device's pending windows. On error nothing can be said about
-    /// which devices of a failing pipeline were applied; the caller counts the
-    /// batch as not written and the reconciler repairs from cold storage.
+    /// Writes every device's pending windows; fails if any pipeline failed.
     pub async fn write(&self, batch: &FlushBatch, now_ms: i64) -> Result<()> {
+        match self.write_counted(batch, now_ms).await {
+            Written { error: Some(e), .. } => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes every device's pending windows and says how many readings landed.
+    /// A pipeline that fails counts all its devices' readings as failed: nothing
+    /// can be said about which of its scripts were applied. The reconciler
+    /// repairs those buckets from cold storage. Other pipelines are unaffected.
+    pub async fn write_counted(&self, batch: &FlushBatch, now_ms: i64) -> Written {
         let devices: Vec<(&DeviceId, &DeviceBatch)> = batch.devices.iter().collect();
         let mut pipes = tokio::task::JoinSet::new();
         for chunk in devices.chunks(self.devices_per_pipeline) {
             let pipe = self.pipeline(chunk, now_ms);
+            let readings: u64 = chunk.iter().map(|(_, d)| d.readings).sum();
             let this = self.clone();
-            pipes.spawn(async move { this.run(&pipe).await });
+            pipes.spawn(async move { (readings, this.run(&pipe).await) });
         }
-        let mut result = Ok(());
+        let mut out = Written::default();
         while let Some(done) = pipes.join_next().await {
-            let r = done
-                .map_err(|e| Error::BadRequest(format!("flush task failed: {e}")))
-                .and_then(|r| r);
-            if result.is_ok() {
-                result = r;
+            match done {
+                Ok((n, Ok(()))) => out.readings += n,
+                Ok((n, Err(e))) => {
+                    out.failed += n;
+                    out.error.get_or_insert(e);
+                }
+                Err(e) => {
+                    out.error
+                        .get_or_insert(Error::BadRequest(format!("flush task failed: {e}")));
+                }
             }
         }
-        result
+        // A panicked pipeline task: whatever is not accounted for failed.
+        out.failed = batch.readings - out.readings;
+        out
     }
 
     async fn run(&self, pipe: &Pipeline) -> Result<()> {
