@@ -30,6 +30,10 @@ use devices::{DeviceId, MetricName};
 /// its stack limit whatever a device sends (a key may then appear twice).
 const METRICS_PER_ENTRY: usize = 200;
 
+/// Pipelines of one flush in flight at once: enough to keep Redis busy while
+/// the next one is built, few enough to bound the command buffers.
+const PIPELINES_IN_FLIGHT: usize = 4;
+
 /// KEYS[1] = the device's latest hash, KEYS[2..] = its bucket hashes.
 /// ARGV[1] = number of bucket entries, ARGV[2] = arrival time (ms), ARGV[3] =
 /// expiry of the latest hash (ms since epoch); then per bucket entry: its
@@ -157,15 +161,23 @@ impl Writer {
     /// repairs those buckets from cold storage. Other pipelines are unaffected.
     pub async fn write_counted(&self, batch: &FlushBatch, now_ms: i64) -> Written {
         let devices: Vec<(&DeviceId, &DeviceBatch)> = batch.devices.iter().collect();
+        let mut chunks = devices.chunks(self.devices_per_pipeline);
         let mut pipes = tokio::task::JoinSet::new();
-        for chunk in devices.chunks(self.devices_per_pipeline) {
-            let pipe = self.pipeline(chunk, now_ms);
-            let readings: u64 = chunk.iter().map(|(_, d)| d.readings).sum();
-            let this = self.clone();
-            pipes.spawn(async move { (readings, this.run(&pipe).await) });
-        }
         let mut out = Written::default();
-        while let Some(done) = pipes.join_next().await {
+        loop {
+            // Build a pipeline only when one of the PIPELINES_IN_FLIGHT slots is
+            // free: a flush of 100,000 devices must not hold every command in
+            // memory at once.
+            while pipes.len() < PIPELINES_IN_FLIGHT {
+                let Some(chunk) = chunks.next() else { break };
+                let pipe = self.pipeline(chunk, now_ms);
+                let readings: u64 = chunk.iter().map(|(_, d)| d.readings).sum();
+                let this = self.clone();
+                pipes.spawn(async move { (readings, this.run(&pipe).await) });
+            }
+            let Some(done) = pipes.join_next().await else {
+                break;
+            };
             match done {
                 Ok((n, Ok(()))) => out.readings += n,
                 Ok((n, Err(e))) => {
