@@ -23,7 +23,9 @@
 pub mod batcher;
 pub mod clickhouse;
 pub mod error;
+pub mod parquet;
 pub mod row;
+pub mod s3;
 pub mod spool;
 
 pub use error::{Error, Result};
