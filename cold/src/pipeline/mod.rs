@@ -184,7 +184,7 @@ impl ColdPath {
             });
         let pipeline = Pipeline::new(
             &cfg,
-            Batcher::new(cfg.batch.clone(), gateway.clone(), seed),
+            Batcher::new(cfg.batch, gateway.clone(), seed),
             ReleaseTracker::new(opened.report.released),
             devices,
             gateway,
