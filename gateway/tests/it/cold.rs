@@ -14,7 +14,7 @@ use sync::verify_cold::{verify_cold, ColdReport};
 
 use crate::support::{free_port, redis_url, sim_config, unique, TestGateway};
 
-fn env_or(name: &str, default: &str) -> String {
+pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
         .ok()
         .filter(|v| !v.is_empty())
@@ -22,14 +22,25 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 /// One test's private corner of the cold stores, as gateway config env vars.
-struct ColdStores {
+pub struct ColdStores {
     database: String,
+    clickhouse_url: String,
     _spool: tempfile::TempDir,
-    env: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
 }
 
 impl ColdStores {
-    fn new(name: &str) -> Self {
+    /// On the shared test servers.
+    pub fn new(name: &str) -> Self {
+        Self::on(
+            name,
+            &env_or("THERMOCLINE_TEST_CLICKHOUSE_URL", "http://127.0.0.1:8123"),
+            &env_or("THERMOCLINE_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"),
+        )
+    }
+
+    /// On the given servers (a test's private ones).
+    pub fn on(name: &str, clickhouse_url: &str, s3_endpoint: &str) -> Self {
         let pid = std::process::id();
         let tag = unique(name).replace('_', "-");
         let database = format!(
@@ -47,10 +58,7 @@ impl ColdStores {
             ("THERMOCLINE__COLD__BATCH__MAX_AGE", "1s".into()),
             ("THERMOCLINE__COLD__BATCH__AGE_JITTER", "100ms".into()),
             ("THERMOCLINE__COLD__RETRY_MAX_DELAY", "2s".into()),
-            (
-                "THERMOCLINE__COLD__S3__ENDPOINT",
-                env_or("THERMOCLINE_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"),
-            ),
+            ("THERMOCLINE__COLD__S3__ENDPOINT", s3_endpoint.to_string()),
             (
                 "THERMOCLINE__COLD__S3__ACCESS_KEY_ID",
                 env_or("THERMOCLINE_TEST_S3_ACCESS_KEY", "thermocline"),
@@ -62,7 +70,7 @@ impl ColdStores {
             ("THERMOCLINE__COLD__S3__BUCKET", bucket),
             (
                 "THERMOCLINE__COLD__CLICKHOUSE__URL",
-                env_or("THERMOCLINE_TEST_CLICKHOUSE_URL", "http://127.0.0.1:8123"),
+                clickhouse_url.to_string(),
             ),
             ("THERMOCLINE__COLD__CLICKHOUSE__DATABASE", database.clone()),
         ]
@@ -71,12 +79,13 @@ impl ColdStores {
         .collect();
         Self {
             database,
+            clickhouse_url: clickhouse_url.to_string(),
             _spool: spool,
             env,
         }
     }
 
-    fn env_refs(&self) -> Vec<(&str, &str)> {
+    pub fn env_refs(&self) -> Vec<(&str, &str)> {
         self.env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -91,7 +100,7 @@ impl ColdStores {
             .cold
     }
 
-    async fn verify(&self, ledger: &Ledger) -> ColdReport {
+    pub async fn verify(&self, ledger: &Ledger) -> ColdReport {
         let cfg = self.config();
         let registry = prometheus::Registry::new();
         let ch = cold::clickhouse::ClickHouseSink::connect(
@@ -106,7 +115,7 @@ impl ColdStores {
     }
 
     /// Verifies until exact (shipping takes a batch age or two) or `within`.
-    async fn wait_exact(&self, ledger: &Ledger, within: Duration) -> ColdReport {
+    pub async fn wait_exact(&self, ledger: &Ledger, within: Duration) -> ColdReport {
         let deadline = Instant::now() + within;
         loop {
             let report = self.verify(ledger).await;
@@ -123,10 +132,9 @@ impl ColdStores {
     }
 
     /// Drops the test's database (the bucket's objects stay with the S3 server's data).
-    async fn clean(&self) {
-        let url = env_or("THERMOCLINE_TEST_CLICKHOUSE_URL", "http://127.0.0.1:8123");
+    pub async fn clean(&self) {
         let _ = reqwest::Client::new()
-            .post(url)
+            .post(&self.clickhouse_url)
             .body(format!("DROP DATABASE IF EXISTS {}", self.database))
             .send()
             .await;
@@ -253,7 +261,7 @@ impl GatewayChild {
     }
 }
 
-fn sample(text: &str, series: &str) -> f64 {
+pub fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
         .and_then(|v| v.parse().ok())

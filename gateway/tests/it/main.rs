@@ -3,6 +3,7 @@
 //! a test stops it), each test under its own key prefix and client id.
 
 mod cold;
+mod cold_outage;
 mod observability;
 mod support;
 mod tls;
