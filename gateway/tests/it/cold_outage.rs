@@ -187,10 +187,10 @@ async fn full_spool_backpressures_to_the_broker_and_ends_exact() {
             received_at_full.push(gw.metric("thermocline_ingest_messages_received_total", None));
         }
         saw_waiting |= gw.metric("thermocline_cold_spool_appends_waiting", None) > 0.0;
-        assert!(
-            gw.metric("thermocline_cold_spool_bytes", None) <= 256.0 * 1024.0,
-            "spool past its bound"
-        );
+        // Cut markers are exempt from the bound (so a full spool can always
+        // be cut and released): a few dozen bytes each.
+        let bytes = gw.metric("thermocline_cold_spool_bytes", None);
+        assert!(bytes <= 260.0 * 1024.0, "spool past its bound: {bytes}");
     }
     assert!(saw_full && saw_waiting, "the spool never filled");
     // While full, ingestion stood still (at most one message in hand).
