@@ -7,10 +7,13 @@
 //! metric, ts, seq) was seen among the last `window` rows are dropped.
 //!
 //! The filter is fed records in spool order, during replay and live, so the
-//! same records from the released watermark on give the same batches. It
-//! starts empty on open: a redelivery whose first copy lies before the
-//! released watermark is not recognised (it would need an ack lost for
-//! longer than a batch takes to ship); ClickHouse still collapses it.
+//! same records from the released watermark on give the same batches. On
+//! open it is first taught the released records still on disk (the released
+//! prefix of the watermark's segment, see `SpoolReader::with_history`), so a
+//! redelivery whose first copy was shipped before a crash is still
+//! recognised. A first copy in an already deleted segment is not (it needs a
+//! segment roll between the two copies); ClickHouse still collapses it, S3
+//! would hold it twice.
 
 use std::{
     collections::{HashSet, VecDeque},

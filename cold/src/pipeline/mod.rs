@@ -166,7 +166,7 @@ impl ColdPath {
 
         // Replay reads segment files (blocking I/O) on its own thread.
         let (replay_tx, replay_rx) = mpsc::channel(1024);
-        let replay = opened.replay;
+        let replay = opened.replay.with_history();
         tokio::task::spawn_blocking(move || {
             for r in replay {
                 if replay_tx.blocking_send(r).is_err() {

@@ -103,10 +103,19 @@ impl Pipeline {
         mut live: mpsc::Receiver<Spooled>,
         shutdown_timeout: Duration,
     ) -> Result<()> {
-        let (mut messages, mut cuts) = (0u64, 0u64);
+        let (mut messages, mut cuts, mut history) = (0u64, 0u64, 0u64);
+        let released = self.tracker.released();
         while let Some(r) = replay.recv().await {
             let r = r?;
             match r.record {
+                Record::Message(m) if r.pos < released => {
+                    // Already in both stores: only teach the redelivery filter.
+                    history += 1;
+                    if let Item::Rows(rows) = decode_record(&self.devices, &self.gateway, r.pos, &m)
+                    {
+                        self.dedup.filter(rows);
+                    }
+                }
                 Record::Message(m) => {
                     messages += 1;
                     self.push(r.pos, r.end, &m);
@@ -122,7 +131,7 @@ impl Pipeline {
             self.pump();
         }
         if messages + cuts > 0 {
-            tracing::info!(messages, cuts, "spool replayed");
+            tracing::info!(messages, cuts, history, "spool replayed");
         }
 
         let mut closed = false;
