@@ -51,6 +51,13 @@ pub enum Error {
         attempts: u32,
         source: clickhouse::error::Error,
     },
+    /// Registering the cold path's metrics failed (a name registered twice).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The cold pipeline stopped (shutdown or a spool failure); nothing more
+    /// can be handed to it.
+    #[error("the cold pipeline has stopped")]
+    PipelineStopped,
     /// Data read back from a store does not have the expected shape.
     #[error("invalid data in {what}: {reason}")]
     InvalidData { what: String, reason: String },

@@ -15,15 +15,16 @@
 //! - [`s3`]: the S3 sink (aws-sdk-s3): batch objects, dead letters, retries.
 //! - [`clickhouse`]: the ClickHouse sink: schema, RowBinary inserts, the
 //!   `batches` table.
+//! - [`pipeline`]: the task that ties them together for the gateway: replay,
+//!   cut, ship to both stores with retries, release; the `[cold]` config
+//!   section; health for `/readyz`.
 //! - [`error`].
-//!
-//! Work in progress: the pieces are built and tested against the real servers
-//! one by one; the gateway does not use this crate yet.
 
 pub mod batcher;
 pub mod clickhouse;
 pub mod error;
 pub mod parquet;
+pub mod pipeline;
 pub mod row;
 pub mod s3;
 pub mod spool;

@@ -1,4 +1,5 @@
-//! `thermocline run`: wires ingest, the hot path and HTTP, and shuts them down in order.
+//! `thermocline run`: wires ingest, the hot path, the cold path and HTTP, and
+//! shuts them down in order.
 
 use std::sync::Arc;
 
@@ -27,6 +28,20 @@ impl Gateway {
         let hot_metrics = hot::HotMetrics::new(&registry)?;
         let ingest_metrics = IngestMetrics::new(&registry)?;
         let (hot, hot_tx) = hot::HotPath::start(&cfg.hot, hot_metrics)?;
+        let (cold, cold_ingest) = if cfg.cold.enabled {
+            let (path, ingest) = cold::pipeline::ColdPath::start(
+                cfg.cold.clone(),
+                cfg.gateway_id.clone(),
+                cfg.devices.clone(),
+                &registry,
+                cfg.shutdown_timeout,
+            )
+            .await?;
+            (Some(path), Some(ingest))
+        } else {
+            tracing::warn!("cold path disabled (cold.enabled = false): messages are acked on receipt and kept only in the hot windows");
+            (None, None)
+        };
         let mqtt_state = Arc::new(MqttState::default());
         let listener = tokio::net::TcpListener::bind(cfg.http_listen)
             .await
@@ -43,6 +58,7 @@ impl Gateway {
             reader: hot.reader.clone(),
             hot_health: hot.health.clone(),
             mqtt: mqtt_state.clone(),
+            cold: cold.as_ref().map(|c| c.health.clone()),
         });
         let http_stop = CancellationToken::new();
         let http = {
@@ -62,19 +78,36 @@ impl Gateway {
             hot: hot_tx,
             metrics: ingest_metrics,
             state: mqtt_state,
+            cold: cold_ingest,
         };
         let deadline = cfg.shutdown_timeout;
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            // Order: stop reading from the broker (ingest returns and drops the
-            // hot sender), the hot path flushes what it holds, then HTTP stops.
+            // Order: stop reading from the broker and ack what is durable
+            // (ingest returns and drops the hot sender and the cold ingest
+            // handle); the hot path flushes what it holds while the cold
+            // pipeline cuts and ships what it holds (what it cannot ship in
+            // time stays in the spool for the next start) and closes the
+            // spool; then HTTP stops.
             ingest.run(stop.clone()).await;
-            match tokio::time::timeout(deadline, hot.join()).await {
-                Ok(()) => tracing::info!("shutdown complete"),
-                Err(_) => tracing::error!(
-                    ?deadline,
-                    "hot path did not flush within the shutdown deadline; forcing exit"
-                ),
+            let cold_done = async {
+                if let Some(c) = cold {
+                    c.join().await;
+                }
+            };
+            let hot_done = async {
+                if tokio::time::timeout(deadline, hot.join()).await.is_err() {
+                    tracing::error!(
+                        ?deadline,
+                        "hot path did not flush within the shutdown deadline; forcing exit"
+                    );
+                }
+            };
+            // The pipeline enforces the deadline itself; the margin covers closing the spool.
+            let both = async { tokio::join!(hot_done, cold_done) };
+            match tokio::time::timeout(deadline + std::time::Duration::from_secs(5), both).await {
+                Ok(_) => tracing::info!("shutdown complete"),
+                Err(_) => tracing::error!(?deadline, "shutdown deadline passed; forcing exit"),
             }
             http_stop.cancel();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http).await;

@@ -68,6 +68,10 @@ pub enum Command {
         /// Check the Redis windows.
         #[arg(long)]
         hot: bool,
+        /// Check ClickHouse (FINAL) and the Parquet objects in S3 (cold.s3 and
+        /// cold.clickhouse settings), including duplicates across S3 objects.
+        #[arg(long)]
+        cold: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -153,14 +157,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             ledger,
             hot,
+            cold,
             json,
         } => {
             anyhow::ensure!(
-                hot,
-                "say which store to verify: --hot (the cold store checks come with the cold path)"
+                hot || cold,
+                "say which stores to verify: --hot, --cold or both"
             );
             let cfg = load(config.as_deref())?;
             let led = devices::ledger::Ledger::read(&ledger)?;
+            let mut ok = true;
+            if cold {
+                ok &= verify_cold(&cfg, &led, json).await?;
+            }
+            if !hot {
+                return Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
             let conn = hot::connect::connect(&cfg.hot.redis)?;
             let reader = hot::reader::Reader::new(
                 conn,
@@ -181,11 +197,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", report.render());
             }
-            Ok(if report.ok() {
+            Ok(if ok && report.ok() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
     }
+}
+
+/// `verify --cold`: prints the report; true when it passed.
+async fn verify_cold(
+    cfg: &config::Config,
+    ledger: &devices::ledger::Ledger,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let registry = prometheus::Registry::new();
+    let ch = cold::clickhouse::ClickHouseSink::connect(
+        cfg.cold.clickhouse.clone(),
+        cold::clickhouse::ClickHouseMetrics::new(&registry)?,
+    )?;
+    let s3 = cold::s3::S3Sink::connect(cfg.cold.s3.clone(), cold::s3::S3Metrics::new(&registry)?)
+        .await?;
+    let report = sync::verify_cold::verify_cold(&ch, &s3, ledger)
+        .await
+        .context("verify --cold")?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ok": report.ok(), "cold": report}))?
+        );
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(report.ok())
 }

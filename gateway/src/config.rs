@@ -3,7 +3,7 @@
 //! Layers, later wins: built-in defaults (`config/default.toml`, compiled in) →
 //! the file given with `--config` → environment `THERMOCLINE__SECTION__KEY`
 //! (e.g. `THERMOCLINE__HOT__FLUSH_INTERVAL=50ms`). Each crate owns its section
-//! (`[devices]`, `[hot]`); the gateway owns `[gateway]`, `[mqtt]` and `[http]`.
+//! (`[devices]`, `[hot]`, `[cold]`); the gateway owns `[gateway]`, `[mqtt]` and `[http]`.
 //! Unknown keys are errors that name the key.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub http: RawHttpConfig,
     pub devices: devices::config::RawDevicesConfig,
     pub hot: hot::RawHotConfig,
+    pub cold: cold::pipeline::RawColdConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -70,6 +71,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub devices: devices::config::DevicesConfig,
     pub hot: hot::HotConfig,
+    /// Validated also when `cold.enabled` is false.
+    pub cold: cold::pipeline::ColdConfig,
 }
 
 /// Reads the layers into the raw (unvalidated) config.
@@ -132,6 +135,7 @@ impl RawConfig {
             devices.max_payload_bytes,
         )?;
         let hot = self.hot.validate()?;
+        let cold = self.cold.validate()?;
         Ok(Config {
             gateway_id,
             shutdown_timeout: self.gateway.shutdown_timeout,
@@ -139,6 +143,7 @@ impl RawConfig {
             mqtt,
             devices,
             hot,
+            cold,
         })
     }
 
@@ -166,6 +171,9 @@ mod tests {
         assert_eq!(c.mqtt.client_id, "thermocline-gw-1");
         assert_eq!(c.hot.flush_interval, Duration::from_millis(100));
         assert_eq!(c.http_listen.to_string(), "127.0.0.1:9880");
+        assert!(c.cold.enabled);
+        assert_eq!(c.cold.spool.dir, std::path::Path::new("data/spool"));
+        assert_eq!(c.cold.spool.fsync_interval, Duration::from_millis(20));
     }
 
     #[test]
@@ -249,16 +257,22 @@ mod tests {
                 ("THERMOCLINE__MQTT__USERNAME", "gw"),
                 ("THERMOCLINE__MQTT__PASSWORD", "mqtt-secret-1"),
                 ("THERMOCLINE__HOT__REDIS__PASSWORD", "redis-secret-2"),
+                ("THERMOCLINE__COLD__S3__ACCESS_KEY_ID", "ak"),
+                ("THERMOCLINE__COLD__S3__SECRET_ACCESS_KEY", "s3-secret-3"),
+                ("THERMOCLINE__COLD__CLICKHOUSE__PASSWORD", "ch-secret-4"),
             ]),
         )
         .unwrap();
         let shown = raw.to_redacted_toml();
-        assert!(
-            !shown.contains("mqtt-secret-1") && !shown.contains("redis-secret-2"),
-            "{shown}"
-        );
-        assert_eq!(shown.matches("<redacted>").count(), 2, "{shown}");
+        let secrets = [
+            "mqtt-secret-1",
+            "redis-secret-2",
+            "s3-secret-3",
+            "ch-secret-4",
+        ];
+        assert!(secrets.iter().all(|s| !shown.contains(s)), "{shown}");
+        assert_eq!(shown.matches("<redacted>").count(), 4, "{shown}");
         let debug = format!("{:?}", raw.clone().validate().unwrap());
-        assert!(!debug.contains("mqtt-secret-1") && !debug.contains("redis-secret-2"));
+        assert!(secrets.iter().all(|s| !debug.contains(s)), "{debug}");
     }
 }

@@ -15,6 +15,8 @@ pub enum Error {
     Devices(#[from] devices::Error),
     #[error(transparent)]
     Hot(#[from] hot::Error),
+    #[error(transparent)]
+    Cold(#[from] cold::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("http server on {addr}: {source}")]
@@ -29,6 +31,7 @@ impl Error {
         match self {
             Self::Hot(e) => e.is_retriable(),
             Self::Devices(e) => e.is_retriable(),
+            Self::Cold(e) => e.is_retriable(),
             _ => false,
         }
     }

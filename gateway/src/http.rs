@@ -31,6 +31,8 @@ pub struct AppState {
     pub reader: Reader,
     pub hot_health: Arc<Health>,
     pub mqtt: Arc<MqttState>,
+    /// `None` when the cold path is disabled.
+    pub cold: Option<Arc<cold::pipeline::ColdHealth>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -85,16 +87,28 @@ async fn metrics(State(s): State<AppState>) -> Response {
     }
 }
 
+/// Ready = the gateway is taking messages from the broker and storing them
+/// safely: connected to the broker, Redis answering, and (cold path on) the
+/// spool accepting appends and not full.
+///
+/// An S3 or ClickHouse outage alone does not make the gateway unready: the
+/// spool absorbs it and nothing is lost, so a load balancer or orchestrator
+/// has no reason to act. It shows in `cold.s3` / `cold.clickhouse` (false, with
+/// the last error) and in the metrics; once the spool fills, ready turns false
+/// (`cold.spool_full`) because ingestion has stopped.
 async fn readyz(State(s): State<AppState>) -> Response {
     let (mqtt, redis) = (s.mqtt.connected(), s.hot_health.redis_ok());
-    let status = if mqtt && redis {
+    let cold = s.cold.as_ref().map(|c| c.report());
+    let cold_ok = cold.as_ref().is_none_or(|c| c.spool && !c.spool_full);
+    let ready = mqtt && redis && cold_ok;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({ "ready": mqtt && redis, "mqtt": mqtt, "redis": redis })),
+        Json(json!({ "ready": ready, "mqtt": mqtt, "redis": redis, "cold": cold })),
     )
         .into_response()
 }

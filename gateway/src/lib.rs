@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: layered config (defaults → file → env), validated into [`config::Config`];
 //!   [`mqtt`] owns the `[mqtt]` section and builds the rumqttc options (TLS, credentials).
-//! - [`ingest`]: the MQTT event loop; decodes publishes and hands them to the hot path.
+//! - [`ingest`]: the MQTT event loop; spools each publish (cold path), acks it
+//!   once durable, decodes it and hands it to the hot path.
 //! - [`app`]: [`app::Gateway`] starts ingest, the hot path and HTTP, and stops them in order.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the read API.
 //! - [`cli`]: the subcommands (`run`, `check-config`, `simulate`, `verify`).
@@ -13,7 +14,8 @@
 //!
 //! ```text
 //! broker ─▶ ingest (decode) ─bounded─▶ hot path ─▶ Redis ◀─ http read API
-//!                 └─ rejections counted by reason
+//!   ▲ ack      │  └─ rejections counted by reason
+//!   └─durable──┴─▶ spool ─▶ cold::pipeline ─▶ S3 + ClickHouse
 //! ```
 
 pub mod app;

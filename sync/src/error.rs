@@ -9,6 +9,8 @@ pub enum Error {
     Hot(#[from] hot::Error),
     #[error(transparent)]
     Devices(#[from] devices::Error),
+    #[error(transparent)]
+    Cold(#[from] cold::Error),
     #[error("invalid ledger entry: {0}")]
     Ledger(String),
 }
@@ -17,6 +19,7 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Hot(e) => e.is_retriable(),
+            Self::Cold(e) => e.is_retriable(),
             _ => false,
         }
     }

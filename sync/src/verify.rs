@@ -96,7 +96,7 @@ impl HotReport {
     }
 }
 
-fn close(a: f64, b: f64) -> bool {
+pub(crate) fn close(a: f64, b: f64) -> bool {
     a == b || (a - b).abs() <= REL_TOLERANCE * a.abs().max(b.abs()).max(1.0)
 }
 

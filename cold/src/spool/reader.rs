@@ -33,6 +33,8 @@ pub struct SpoolReader {
     released: SpoolPos,
     current: Option<(u64, Bytes, usize)>,
     done: bool,
+    /// Also yield message records before the watermark that are still on disk.
+    history: bool,
 }
 
 impl SpoolReader {
@@ -43,7 +45,19 @@ impl SpoolReader {
             released,
             current: None,
             done: false,
+            history: false,
         }
+    }
+
+    /// Also yields the message records before the released watermark that
+    /// are still on disk (released segments are deleted, but the segment the
+    /// watermark lies in keeps its released prefix). They are already in the
+    /// stores; the cold pipeline feeds them only to its redelivery filter, so
+    /// that a redelivery straddling the watermark is recognised after a
+    /// restart. Tell them apart by `pos < released`.
+    pub fn with_history(mut self) -> Self {
+        self.history = true;
+        self
     }
 
     fn next_record(&mut self) -> Result<Option<ReplayedRecord>> {
@@ -82,7 +96,7 @@ impl SpoolReader {
                     reason,
                 })?;
             let keep = match &record {
-                Record::Message(_) => pos >= self.released,
+                Record::Message(_) => self.history || pos >= self.released,
                 Record::Cut(c) => c.range.end > self.released,
             };
             if keep {

@@ -127,6 +127,8 @@ impl TestGateway {
             ("THERMOCLINE__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
             ("THERMOCLINE__HOT__KEY_PREFIX".into(), prefix.clone()),
             ("THERMOCLINE__HOT__REDIS__URL".into(), redis_url.into()),
+            // Hot-path tests run without the cold path; cold.rs turns it on.
+            ("THERMOCLINE__COLD__ENABLED".into(), "false".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let cfg = gateway::config::load_with_env(None, env)

@@ -212,7 +212,9 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-async fn start_gateway(env: Vec<(String, String)>) -> Gateway {
+async fn start_gateway(mut env: Vec<(String, String)>) -> Gateway {
+    // These tests are about TLS and credentials: hot path only (cold.rs covers the spool).
+    env.insert(0, ("THERMOCLINE__COLD__ENABLED".into(), "false".into()));
     let cfg = gateway::config::load_with_env(None, env)
         .unwrap()
         .validate()
