@@ -12,6 +12,7 @@
 //! - [`topic`]: [`topic::TopicPattern`], `devices/{device_id}/telemetry` → device id.
 //! - [`decode`]: topic + payload → [`Message`] or [`Rejection`]; dispatches to
 //!   [`json`] (the gateway's JSON object format) and [`senml`] (RFC 8428).
+//! - [`secret`]: how config secrets are printed (`<redacted>`).
 //! - [`sim`]: the deterministic simulated fleet, publishing over MQTT, and
 //!   [`ledger`]: what it published, per device and metric, for `verify`.
 //! - `testkit` (feature `testkit`): a private, tuned Mosquitto per test, for the
@@ -27,6 +28,7 @@ pub mod json;
 pub mod ledger;
 pub mod reading;
 pub mod reject;
+pub mod secret;
 pub mod senml;
 pub mod sim;
 #[cfg(feature = "testkit")]

@@ -38,7 +38,7 @@ pub struct RawMqttConfig {
     #[serde(with = "humantime_serde")]
     pub reconnect_max_delay: Duration,
     pub username: Option<String>,
-    #[serde(serialize_with = "hot::config::redact")]
+    #[serde(serialize_with = "devices::secret::redact")]
     pub password: Option<SecretString>,
     pub tls: RawTlsConfig,
 }

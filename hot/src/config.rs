@@ -49,7 +49,7 @@ pub struct RawRedisConfig {
     pub url: String,
     pub username: Option<String>,
     /// Never logged; `check-config` prints it redacted.
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "devices::secret::redact")]
     pub password: Option<SecretString>,
     /// PEM file with the CA that signs the server's certificate (for `rediss://`
     /// with a private CA); the system roots are used otherwise.
@@ -58,14 +58,6 @@ pub struct RawRedisConfig {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
-}
-
-/// Serializes a secret as `"<redacted>"` (or nothing when unset).
-pub fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_some("<redacted>"),
-        None => s.serialize_none(),
-    }
 }
 
 impl Default for RawRedisConfig {

@@ -22,7 +22,7 @@ pub struct RawClickHouseConfig {
     /// Sent in the `X-ClickHouse-Key` header; never logged, serialized as
     /// `"<redacted>"`. Set it from the environment
     /// (`THERMOCLINE__COLD__CLICKHOUSE__PASSWORD`).
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "devices::secret::redact")]
     pub password: Option<SecretString>,
     /// TCP connect timeout of one attempt.
     #[serde(with = "humantime_serde")]
@@ -42,14 +42,6 @@ pub struct RawClickHouseConfig {
     /// Tries of one operation, the first included (1 = no retry). Only
     /// network errors and timeouts are retried.
     pub max_attempts: u32,
-}
-
-/// Serializes a secret as `"<redacted>"` (or nothing when unset).
-pub fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_some("<redacted>"),
-        None => s.serialize_none(),
-    }
 }
 
 impl Default for RawClickHouseConfig {

@@ -27,7 +27,7 @@ pub struct RawS3Config {
     /// (environment, profile, web identity, ECS/EC2 instance roles).
     pub access_key_id: Option<String>,
     /// Never logged; printed as `<redacted>`.
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "devices::secret::redact")]
     pub secret_access_key: Option<SecretString>,
     /// Path-style URLs (`endpoint/bucket/key`); defaults to true when
     /// `endpoint` is set (most S3-compatible servers need it), else false.
@@ -46,14 +46,6 @@ pub struct RawS3Config {
     /// Bound on one attempt of one request (a part upload, a GET with its body).
     #[serde(with = "humantime_serde")]
     pub attempt_timeout: Duration,
-}
-
-/// Serializes a secret as `"<redacted>"` (or nothing when unset).
-pub fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_some("<redacted>"),
-        None => s.serialize_none(),
-    }
 }
 
 impl Default for RawS3Config {
