@@ -256,20 +256,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(c) => {
             let rate = ((c / 2.0).round() as u32).max(1);
             eprintln!("cold latency: {latency_secs} s at {rate} msg/s ...");
-            Some(
-                latency::measure(
-                    &env,
-                    latency::Store::ClickHouse,
-                    small.devices,
-                    rate,
-                    Duration::from_secs(latency_secs),
-                    Duration::from_millis(20),
-                )
-                .await?,
+            match latency::measure(
+                &env,
+                latency::Store::ClickHouse,
+                small.devices,
+                rate,
+                Duration::from_secs(latency_secs),
+                Duration::from_millis(20),
             )
+            .await
+            {
+                Ok(l) => Ok(l),
+                Err(e) => {
+                    let msg = first_line(&format!("{e:#}"));
+                    eprintln!("cold latency FAILED: {msg}");
+                    Err(msg)
+                }
+            }
         }
-        None => None,
+        None => Err("no successful (c) run to take half the rate of".into()),
     };
+    let cold_latency = env.cold.is_some().then_some(cold_latency);
     let large_fleet = fleet(&env, large, reps, "l", false).await?;
 
     let report = Report {
@@ -325,6 +332,7 @@ async fn fleet(
         a: Vec::new(),
         b: Vec::new(),
         c: Vec::new(),
+        c_failures: Vec::new(),
     };
     for rep in 1..=reps {
         let a = env.baseline(&w, &format!("{tag}{rep}a")).await?;
@@ -338,20 +346,43 @@ async fn fleet(
             b.cpu.cores("gateway").unwrap_or(0.0)
         );
         if cold {
-            let c = env.cold(&w, &format!("{tag}{rep}c")).await?;
-            eprintln!(
-                "{} devices rep {rep}: (c) {:.0} msg/s to ClickHouse and S3 (ratio {:.2}), {:.0} msg/s to Redis (ratio {:.2}), spool peak {:.1} MiB",
-                w.devices,
-                c.rate(),
-                c.rate() / a.rate(),
-                c.hot_rate().unwrap_or(0.0),
-                c.hot_rate().unwrap_or(0.0) / a.rate(),
-                c.spool_peak.unwrap_or(0) as f64 / 1048576.0
-            );
-            f.c.push(c);
+            // A failed (c) run is a finding, not the end of the benchmark:
+            // it is recorded and reported, and the other figures still are.
+            match env.cold(&w, &format!("{tag}{rep}c")).await {
+                Ok(mut c) => {
+                    c.rep = rep;
+                    eprintln!(
+                        "{} devices rep {rep}: (c) {:.0} msg/s to ClickHouse and S3 (ratio {:.2}), {:.0} msg/s to Redis (ratio {:.2}), spool peak {:.1} MiB",
+                        w.devices,
+                        c.rate(),
+                        c.rate() / a.rate(),
+                        c.hot_rate().unwrap_or(0.0),
+                        c.hot_rate().unwrap_or(0.0) / a.rate(),
+                        c.spool_peak.unwrap_or(0) as f64 / 1048576.0
+                    );
+                    f.c.push(c);
+                }
+                Err(e) => {
+                    let msg = first_line(&format!("{e:#}"));
+                    eprintln!("{} devices rep {rep}: (c) FAILED: {msg}", w.devices);
+                    f.c_failures.push(format!("rep {rep}: {msg}"));
+                }
+            }
         }
         f.a.push(a);
         f.b.push(b);
     }
     Ok(f)
+}
+
+/// The start of an error chain, short enough for a table cell (the gateway's
+/// log tail is left out: it is in the console output).
+fn first_line(e: &str) -> String {
+    let e = e.split(" | ").next().unwrap_or(e);
+    let e = e.split("; \u{1b}").next().unwrap_or(e);
+    let mut out: String = e.chars().take(400).collect();
+    if out.len() < e.len() {
+        out.push('…');
+    }
+    out.replace('|', "/").replace('\n', " ")
 }

@@ -23,6 +23,8 @@ pub struct Fleet {
     pub a: Vec<RunResult>,
     pub b: Vec<RunResult>,
     pub c: Vec<RunResult>,
+    /// (c) runs that failed (stalled, …): what went wrong, per repetition.
+    pub c_failures: Vec<String>,
 }
 
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -74,18 +76,16 @@ impl Fleet {
     }
     /// Each repetition's c/a (both stores), for the spread.
     pub fn c_pair_ratios(&self) -> Vec<f64> {
-        self.a
+        self.c
             .iter()
-            .zip(&self.c)
-            .map(|(a, c)| c.rate() / a.rate())
+            .map(|c| c.rate() / self.a[c.rep - 1].rate())
             .collect()
     }
     /// Each repetition's c/a to Redis.
     pub fn c_hot_pair_ratios(&self) -> Vec<f64> {
-        self.a
+        self.c
             .iter()
-            .zip(&self.c)
-            .filter_map(|(a, c)| Some(c.hot_rate()? / a.rate()))
+            .filter_map(|c| Some(c.hot_rate()? / self.a[c.rep - 1].rate()))
             .collect()
     }
     /// Gateway CPU seconds per million messages over all (b) runs.
@@ -147,8 +147,9 @@ pub struct Report {
     pub small: Fleet,
     pub large: Fleet,
     pub latency: LatencyResult,
-    /// Publish → visible in ClickHouse at half the (c) rate (cold path measured).
-    pub cold_latency: Option<LatencyResult>,
+    /// Publish → visible in ClickHouse at half the (c) rate (cold path
+    /// measured), or why it could not be measured.
+    pub cold_latency: Option<Result<LatencyResult, String>>,
     /// ClickHouse's version (cold path measured).
     pub clickhouse: Option<String>,
     /// The S3 bucket of the (c) runs.
@@ -289,7 +290,7 @@ impl Report {
     /// The cold path's figures (markdown), when it was measured.
     pub fn cold_table(&self) -> Option<String> {
         let s = &self.small;
-        if s.c.is_empty() {
+        if s.c.is_empty() && s.c_failures.is_empty() {
             return None;
         }
         let mut t = String::new();
@@ -348,7 +349,19 @@ impl Report {
             num(s.c_rate().zip(s.b_rate()).map(|(c, b)| c / b), 2),
             num(s.c_hot_rate().zip(s.b_rate()).map(|(c, b)| c / b), 2)
         );
-        if let Some(lat) = &self.cold_latency {
+        let _ = writeln!(
+            t,
+            "| (c) runs completed / failed | {} / {} | | |",
+            s.c.len(),
+            s.c_failures.len()
+        );
+        if let Some(Err(e)) = &self.cold_latency {
+            let _ = writeln!(
+                t,
+                "| publish → visible in ClickHouse | not measured: {e} | | |"
+            );
+        }
+        if let Some(Ok(lat)) = &self.cold_latency {
             let _ = writeln!(
                 t,
                 "| publish → visible in ClickHouse at {} msg/s: p50 / p99 / max, ms | {} / **{}** / {} | | |",
@@ -381,7 +394,7 @@ impl Report {
     /// Every (c) run, for the record.
     pub fn cold_runs_table(&self) -> Option<String> {
         let s = &self.small;
-        if s.c.is_empty() {
+        if s.c.is_empty() && s.c_failures.is_empty() {
             return None;
         }
         let mut t = String::new();
@@ -390,7 +403,9 @@ impl Report {
             "| fleet | rep | (a) msg/s | (c) to both stores msg/s | (c) to Redis msg/s | (c) publisher acked msg/s | (c)/(a) both · Redis | gateway CPU s | gateway VmHWM MiB | spool peak MiB |"
         );
         let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for (i, (a, c)) in s.a.iter().zip(&s.c).enumerate() {
+        for c in &s.c {
+            let i = c.rep - 1;
+            let a = &s.a[i];
             let _ = writeln!(
                 t,
                 "| {} | {} | {} | {} | {} | {} | {:.2} · {} | {} | {} | {} |",
@@ -405,6 +420,13 @@ impl Report {
                 num(c.gateway_cpu_s, 2),
                 num(c.gateway_hwm.map(|h| h as f64 / 1048576.0), 0),
                 num(c.spool_peak.map(|b| b as f64 / 1048576.0), 1),
+            );
+        }
+        for f in &s.c_failures {
+            let _ = writeln!(
+                t,
+                "| {} | FAILED | {f} | | | | | | | |",
+                Self::fleet_label(s)
             );
         }
         Some(t)
@@ -607,8 +629,10 @@ impl Report {
         let lat = self.cold_latency.as_ref();
         let lat_line = lat.map_or_else(
             || "not measured".to_string(),
-            |l| {
-                format!(
+            |l| match l {
+                Err(e) => format!("Not measured: {e}"),
+                Ok(l) => {
+                    format!(
                     "load target {} msg/s, achieved {} msg/s, {:.0} s; {} probes, {} never seen \
                      within 20 s of the end",
                     group(u64::from(l.target_rate)),
@@ -617,6 +641,7 @@ impl Report {
                     l.probes_sent,
                     l.unseen
                 )
+                }
             },
         );
         format!(

@@ -148,6 +148,8 @@ pub struct RunResult {
     pub hot_elapsed: Option<Duration>,
     /// (c) only: the largest `thermocline_cold_spool_bytes` polled during the run.
     pub spool_peak: Option<u64>,
+    /// The repetition (1-based); set by the caller.
+    pub rep: usize,
 }
 
 impl RunResult {
@@ -193,6 +195,7 @@ impl Env {
             flush_mean_ms: None,
             hot_elapsed: None,
             spool_peak: None,
+            rep: 0,
         })
     }
 
@@ -269,6 +272,7 @@ impl Env {
                     .then(|| (end.flush_seconds - start.flush_seconds) / flushes as f64 * 1e3),
                 hot_elapsed: None,
                 spool_peak: None,
+                rep: 0,
             })
         }
         .await;
@@ -311,6 +315,7 @@ impl Env {
                     .then(|| (end.flush_seconds - start.flush_seconds) / flushes as f64 * 1e3),
                 hot_elapsed: Some(done.hot_at - t0),
                 spool_peak: Some(done.spool_peak),
+                rep: 0,
             })
         }
         .await;
