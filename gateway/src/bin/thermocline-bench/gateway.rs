@@ -26,6 +26,15 @@ pub struct Counters {
     pub skipped: u64,
     pub flushes: u64,
     pub flush_seconds: f64,
+    /// Cold path (zero when it is off): rows in ClickHouse, S3 objects.
+    pub ch_rows: u64,
+    pub s3_objects: u64,
+    /// Batches held by both stores, and cut but not yet held by both.
+    pub batches_shipped: u64,
+    pub batches_pending: i64,
+    /// Decoded bytes in memory awaiting a cut or a store (the open batch too).
+    pub pending_bytes: i64,
+    pub spool_bytes: u64,
 }
 
 impl Counters {
@@ -48,6 +57,12 @@ impl Counters {
                 "thermocline_hot_readings_skipped_total" => c.skipped += v as u64,
                 "thermocline_hot_flush_duration_seconds_count" => c.flushes += v as u64,
                 "thermocline_hot_flush_duration_seconds_sum" => c.flush_seconds += v,
+                "thermocline_cold_clickhouse_rows_inserted_total" => c.ch_rows += v as u64,
+                "thermocline_cold_s3_objects_written_total" => c.s3_objects += v as u64,
+                "thermocline_cold_batches_shipped_total" => c.batches_shipped += v as u64,
+                "thermocline_cold_batches_pending" => c.batches_pending += v as i64,
+                "thermocline_cold_pending_bytes" => c.pending_bytes += v as i64,
+                "thermocline_cold_spool_bytes" => c.spool_bytes += v as u64,
                 _ => {}
             }
         }
@@ -57,6 +72,13 @@ impl Counters {
     /// Readings that reached a final outcome (written, failed or skipped).
     pub fn settled(&self) -> u64 {
         self.written + self.failed + self.skipped
+    }
+
+    /// Both cold stores hold at least `rows` rows: ClickHouse has inserted
+    /// them, and no batch is open or cut without being held by S3 and
+    /// ClickHouse both (`batches_shipped` counts a batch only once both hold it).
+    pub fn cold_done(&self, rows: u64) -> bool {
+        self.ch_rows >= rows && self.batches_pending == 0 && self.pending_bytes == 0
     }
 }
 
@@ -70,6 +92,9 @@ pub struct GatewaySpec<'a> {
     pub id: String,
     /// Config overrides as `THERMOCLINE__SECTION__KEY` environment variables.
     pub env: &'a [(String, String)],
+    /// The cold path's settings (`THERMOCLINE__COLD__…`), or `None` for the
+    /// hot path alone. The spool directory is added here (a fresh tempdir).
+    pub cold: Option<&'a [(String, String)]>,
 }
 
 pub struct GatewayProc {
@@ -79,6 +104,7 @@ pub struct GatewayProc {
     pub client_id: String,
     /// Its `hot.key_prefix`: every Redis key of this run starts with it.
     pub key_prefix: String,
+    pub cold: bool,
     broker_port: u16,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -94,17 +120,18 @@ impl GatewayProc {
         let http_port = devices::testkit::free_port()?;
         let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
         // Only what the benchmark must change; everything else is the built-in default.
-        // The hot-path figures are measured without the cold path (acks on
-        // receipt), as they were first published; `--set cold.enabled=true`
-        // (with the stores' settings) measures the whole gateway.
+        // The hot-path figures (b) are measured without the cold path (acks on
+        // receipt), as they were first published; (c) turns it on with the
+        // stores' settings as environment variables (`spec.cold`).
         let conf = format!(
             "[gateway]\nid = \"{id}\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\n\
              [http]\nlisten = \"{http}\"\n\n[hot]\nkey_prefix = \"{prefix}\"\n\n\
-             [hot.redis]\nurl = \"{redis}\"\n\n[cold]\nenabled = false\n",
+             [hot.redis]\nurl = \"{redis}\"\n\n[cold]\nenabled = {cold}\n",
             id = spec.id,
             port = spec.broker_port,
             prefix = spec.key_prefix,
             redis = spec.redis_url,
+            cold = spec.cold.is_some(),
         );
         let conf_path = dir.path().join("gateway.toml");
         std::fs::write(&conf_path, conf)?;
@@ -124,6 +151,13 @@ impl GatewayProc {
                 cmd.env_remove(k);
             }
         }
+        if let Some(cold) = spec.cold {
+            cmd.envs(cold.iter().cloned());
+            cmd.env(
+                "THERMOCLINE__COLD__SPOOL__DIR",
+                dir.path().join("spool").as_os_str(),
+            );
+        }
         cmd.envs(spec.env.iter().cloned());
         let child = cmd
             .spawn()
@@ -135,6 +169,7 @@ impl GatewayProc {
             http,
             client_id: format!("thermocline-{}", spec.id),
             key_prefix: spec.key_prefix.to_string(),
+            cold: spec.cold.is_some(),
             broker_port: spec.broker_port,
             log_path,
             _dir: dir,
@@ -199,6 +234,62 @@ impl GatewayProc {
         }
     }
 
+    /// Cold runs: polls `/metrics` every `every` until `written` reaches
+    /// `hot_target` and both cold stores hold `cold_rows` rows (see
+    /// [`Counters::cold_done`]). Returns when each was first seen, the
+    /// counters then, and the largest `thermocline_cold_spool_bytes` seen on
+    /// the way. Fails like [`Self::wait_written`].
+    pub async fn wait_cold(
+        &mut self,
+        hot_target: u64,
+        cold_rows: u64,
+        every: Duration,
+        stall: Duration,
+    ) -> anyhow::Result<ColdDone> {
+        let mut last = self.counters().await?;
+        let mut last_move = Instant::now();
+        let mut hot_at = None;
+        let mut spool_peak = last.spool_bytes;
+        loop {
+            let c = self.counters().await?;
+            let now = Instant::now();
+            spool_peak = spool_peak.max(c.spool_bytes);
+            if hot_at.is_none() && c.written >= hot_target {
+                hot_at = Some(now);
+            }
+            if let Some(hot_at) = hot_at.filter(|_| c.cold_done(cold_rows)) {
+                return Ok(ColdDone {
+                    hot_at,
+                    cold_at: now,
+                    end: c,
+                    spool_peak,
+                });
+            }
+            if c.settled() >= hot_target && c.written < hot_target {
+                bail!("readings settled without all being written: {c:?} (target {hot_target})");
+            }
+            if c.written != last.written
+                || c.received != last.received
+                || c.ch_rows != last.ch_rows
+                || c.batches_shipped != last.batches_shipped
+                || c.pending_bytes != last.pending_bytes
+            {
+                last_move = now;
+            } else if now - last_move > stall {
+                bail!(
+                    "no progress for {stall:?}: {c:?}, target {hot_target} written, \
+                     {cold_rows} rows in the cold stores; {}",
+                    self.log_tail()
+                );
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("gateway exited with {status}: {}", self.log_tail());
+            }
+            last = c;
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Stops the gateway (SIGTERM, its ordered shutdown; SIGKILL after 15 s),
     /// then removes its persistent session from the broker so the broker does
     /// not keep queueing messages for a subscriber that is gone.
@@ -223,6 +314,17 @@ impl GatewayProc {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(8)..].join(" | ")
     }
+}
+
+/// What [`GatewayProc::wait_cold`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct ColdDone {
+    /// Every reading written to Redis.
+    pub hot_at: Instant,
+    /// Every reading held by ClickHouse and S3 (and the hot path done).
+    pub cold_at: Instant,
+    pub end: Counters,
+    pub spool_peak: u64,
 }
 
 /// Connects with `client_id` and a clean session, which discards the broker's
@@ -266,4 +368,36 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
         .and_then(|s| s.parse().ok())
         .context("no HTTP status")?;
     Ok((status, body.to_string()))
+}
+
+/// Runs one statement on ClickHouse's HTTP interface (`host:port`, no
+/// credentials) and returns the body; fails on a status other than 200.
+/// HTTP/1.0, so the answer is never chunked.
+pub async fn clickhouse(addr: &str, sql: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("ClickHouse at {addr}"))?;
+    s.write_all(
+        format!(
+            "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{sql}",
+            sql.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .context("ClickHouse read timed out")??;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    if status != 200 {
+        bail!("ClickHouse answered {status} to {sql:?}: {}", body.trim());
+    }
+    Ok(body.to_string())
 }

@@ -1,4 +1,5 @@
-//! Publish → visible-in-Redis latency under a steady background load.
+//! Publish → visible-in-Redis (or in ClickHouse) latency under a steady
+//! background load.
 //!
 //! While the simulator publishes at a fixed rate, a probe device publishes one
 //! message every `probe_every` on a fixed schedule (never waiting for the
@@ -9,6 +10,10 @@
 //! visible once that field holds its ts or a later one. Latency = first poll
 //! that sees it − the instant just before it was handed to the MQTT client.
 //! The poll interval adds up to ~1-2 ms.
+//!
+//! [`Store::ClickHouse`] runs the gateway with the cold path on and polls
+//! `SELECT max(ts_ms)` of the probe's `temp` rows in its database every 25 ms
+//! over HTTP instead (the poll adds up to ~25 ms plus the query's time).
 
 use std::{
     collections::VecDeque,
@@ -50,40 +55,124 @@ impl LatencyResult {
 
 type Pending = Arc<Mutex<VecDeque<(i64, Instant)>>>;
 
+/// Where a probe must become visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The hot path alone (cold off): the probe's `latest` hash in Redis.
+    Redis,
+    /// Hot and cold on: the probe's rows in ClickHouse.
+    ClickHouse,
+}
+
+impl Store {
+    /// Between two polls.
+    fn poll_every(self) -> Duration {
+        match self {
+            Store::Redis => Duration::from_millis(1),
+            Store::ClickHouse => Duration::from_millis(25),
+        }
+    }
+
+    /// How long after the load the last probes may take (a batch age, for ClickHouse).
+    fn drain(self) -> Duration {
+        match self {
+            Store::Redis => Duration::from_secs(5),
+            Store::ClickHouse => Duration::from_secs(20),
+        }
+    }
+}
+
+/// The latest probe ts visible, polled one way or the other.
+enum Poller {
+    Redis {
+        conn: redis::aio::MultiplexedConnection,
+        key: String,
+    },
+    ClickHouse {
+        addr: String,
+        query: String,
+    },
+}
+
+impl Poller {
+    async fn latest(&mut self) -> Option<i64> {
+        match self {
+            Poller::Redis { conn, key } => redis::cmd("HGET")
+                .arg(&*key)
+                .arg("t:temp")
+                .query_async(conn)
+                .await
+                .unwrap_or(None),
+            // max() of no rows is 0 here, older than every probe.
+            Poller::ClickHouse { addr, query } => crate::gateway::clickhouse(addr, query)
+                .await
+                .ok()
+                .and_then(|b| b.trim().parse().ok()),
+        }
+    }
+}
+
 pub async fn measure(
     env: &Env,
+    store: Store,
     devices: u32,
     rate: u32,
     duration: Duration,
     probe_every: Duration,
 ) -> anyhow::Result<LatencyResult> {
-    let gw = env.start_gateway("lat").await?;
-    let result = run(env, &gw.key_prefix, devices, rate, duration, probe_every).await;
+    let (tag, cold) = match store {
+        Store::Redis => ("lat", false),
+        Store::ClickHouse => ("latc", true),
+    };
+    let gw = env.start_gateway(tag, cold).await?;
+    let result = run(
+        env,
+        store,
+        &gw.key_prefix,
+        devices,
+        rate,
+        duration,
+        probe_every,
+    )
+    .await;
     env.stop_gateway(gw).await?;
     result
 }
 
 async fn run(
     env: &Env,
+    store: Store,
     key_prefix: &str,
     devices: u32,
     rate: u32,
     duration: Duration,
     probe_every: Duration,
 ) -> anyhow::Result<LatencyResult> {
-    let probe_id = sim::device_id(&format!("{}-probe", env.run_id), 0);
-    let key = hot::keys::Keys::new(key_prefix).latest(&DeviceId::parse(&probe_id)?);
+    let probe_id = sim::device_id(&format!("{key_prefix}-probe"), 0);
     let topic = format!("devices/{probe_id}/telemetry");
-    let mut redis = redis::Client::open(env.redis_url.as_str())?
-        .get_multiplexed_async_connection()
-        .await
-        .context("connecting to Redis for the latency poller")?;
+    let mut poll = match store {
+        Store::Redis => Poller::Redis {
+            key: hot::keys::Keys::new(key_prefix).latest(&DeviceId::parse(&probe_id)?),
+            conn: redis::Client::open(env.redis_url.as_str())?
+                .get_multiplexed_async_connection()
+                .await
+                .context("connecting to Redis for the latency poller")?,
+        },
+        Store::ClickHouse => Poller::ClickHouse {
+            addr: env
+                .cold
+                .as_ref()
+                .context("a ClickHouse latency run without the cold stores")?
+                .clickhouse
+                .clone(),
+            query: format!(
+                "SELECT max(ts_ms) FROM {}.readings WHERE device_id = '{probe_id}' AND metric = 'temp'",
+                crate::runs::ColdStores::database(key_prefix)
+            ),
+        },
+    };
 
-    let mut opts = MqttOptions::new(
-        format!("{}-probe", env.run_id),
-        "127.0.0.1",
-        env.broker_port,
-    );
+    let mut opts = MqttOptions::new(format!("{key_prefix}-probe"), "127.0.0.1", env.broker_port);
     opts.set_clean_session(true)
         .set_keep_alive(Duration::from_secs(30));
     let (probe, mut el) = AsyncClient::new(opts, 64);
@@ -96,13 +185,7 @@ async fn run(
         let (pending, seen, stop) = (pending.clone(), seen.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.is_cancelled() {
-                let t: Option<i64> = redis::cmd("HGET")
-                    .arg(&key)
-                    .arg("t:temp")
-                    .query_async(&mut redis)
-                    .await
-                    .unwrap_or(None);
-                if let Some(t) = t {
+                if let Some(t) = poll.latest().await {
                     let now = Instant::now();
                     let mut p = pending.lock().expect("not poisoned");
                     while p.front().is_some_and(|(ts, _)| *ts <= t) {
@@ -112,7 +195,7 @@ async fn run(
                             .push((now - sent).as_secs_f64() * 1e3);
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(store.poll_every()).await;
             }
         })
     };
@@ -145,7 +228,7 @@ async fn run(
     let load_elapsed = t0.elapsed();
     load_task.await?.context("the background load failed")?;
 
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + store.drain();
     while !pending.lock().expect("not poisoned").is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -2,14 +2,17 @@
 //!
 //! Starts a private tuned Mosquitto, then for 1,000 and for 100,000 devices
 //! alternates (a) the broker's delivery rate to a bare counting subscriber and
-//! (b) the release gateway's end-to-end rate into Redis, measures publish →
-//! visible-in-Redis latency at half the (b) rate, and writes the figures with
-//! the machine and the commit to `BENCHMARKS.md`. A harness, not a test:
-//! nothing here asserts on timing.
+//! (b) the release gateway's end-to-end rate into Redis (hot path only), and
+//! for 1,000 devices (c) the gateway with the cold path on too (spool fsync
+//! before the ack, S3, ClickHouse: publish → every reading in all three);
+//! measures publish → visible-in-Redis latency at half the (b) rate and
+//! publish → visible-in-ClickHouse latency at half the (c) rate, and writes the
+//! figures with the machine and the commit to `BENCHMARKS.md`. A harness, not
+//! a test: nothing here asserts on timing.
 //!
 //! # Layout
 //!
-//! - [`runs`]: the workload and one (a) or (b) run.
+//! - [`runs`]: the workload and one (a), (b) or (c) run.
 //! - [`latency`]: the probe under a steady load.
 //! - [`gateway`]: the gateway child process, its config and `/metrics`.
 //! - [`procs`]: CPU time, peak RSS and the machine from `/proc`.
@@ -32,7 +35,7 @@ use devices::testkit::Mosquitto;
 
 use crate::{
     report::{Fleet, Report},
-    runs::{Env, Workload},
+    runs::{ColdStores, Env, Workload},
 };
 
 #[derive(Debug, Parser)]
@@ -81,6 +84,39 @@ struct Args {
     /// (b) rate for 1,000 devices, as the issue asks).
     #[arg(long)]
     latency_rate: Option<u32>,
+    /// ClickHouse's HTTP interface for the (c) runs (no credentials).
+    #[arg(
+        long,
+        env = "THERMOCLINE_BENCH_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    clickhouse_url: String,
+    /// The S3-compatible endpoint for the (c) runs.
+    #[arg(
+        long,
+        env = "THERMOCLINE_BENCH_S3_ENDPOINT",
+        default_value = "http://127.0.0.1:9000"
+    )]
+    s3_endpoint: String,
+    #[arg(
+        long,
+        env = "THERMOCLINE_BENCH_S3_ACCESS_KEY",
+        default_value = "thermocline"
+    )]
+    s3_access_key: String,
+    #[arg(
+        long,
+        env = "THERMOCLINE_BENCH_S3_SECRET_KEY",
+        default_value = "thermocline-secret",
+        hide_default_value = true
+    )]
+    s3_secret_key: String,
+    /// The S3 bucket of the (c) runs (each run under its own key prefix).
+    #[arg(long, default_value = "thermocline-bench")]
+    s3_bucket: String,
+    /// Skip the cold path: no (c) runs, no ClickHouse latency.
+    #[arg(long)]
+    no_cold: bool,
     /// Gateway config override, e.g. `--set hot.flush_interval=20ms` (repeatable;
     /// passed as THERMOCLINE__HOT__FLUSH_INTERVAL). The report names them.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
@@ -144,6 +180,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let redis_version = info_field("redis_version").unwrap_or_else(|| "unknown".into());
     let redis_pid: Option<u32> = info_field("process_id").and_then(|p| p.parse().ok());
 
+    let mut clickhouse_version = None;
     let broker = Mosquitto::start()
         .await
         .context("starting the tuned Mosquitto")?;
@@ -171,7 +208,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|s| runs::override_env(s))
             .collect::<anyhow::Result<_>>()?,
+        cold: None,
     };
+    let mut env = env;
+    if !args.no_cold {
+        let clickhouse = args
+            .clickhouse_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let version = crate::gateway::clickhouse(&clickhouse, "SELECT version()")
+            .await
+            .context(
+                "ClickHouse for the cold runs (scripts/services up clickhouse s3, or --no-cold)",
+            )?;
+        clickhouse_version = Some(version.trim().to_string());
+        env.cold = Some(ColdStores {
+            clickhouse,
+            s3_endpoint: args.s3_endpoint.clone(),
+            s3_access_key: args.s3_access_key.clone(),
+            s3_secret_key: args.s3_secret_key.clone(),
+            s3_bucket: args.s3_bucket.clone(),
+        });
+    }
+    let env = env;
     eprintln!(
         "bench {}: broker on port {}, gateway {}, {reps} repetition(s)",
         env.run_id,
@@ -179,19 +239,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
         env.thermocline.display()
     );
 
-    let small_fleet = fleet(&env, small, reps, "s").await?;
+    let small_fleet = fleet(&env, small, reps, "s", env.cold.is_some()).await?;
     let half = (small_fleet.b_rate().context("no (b) rate")? / 2.0).round() as u32;
     let latency_rate = args.latency_rate.unwrap_or(half).max(1);
     eprintln!("latency: {latency_secs} s at {latency_rate} msg/s ...");
     let latency = latency::measure(
         &env,
+        latency::Store::Redis,
         small.devices,
         latency_rate,
         Duration::from_secs(latency_secs),
         Duration::from_millis(20),
     )
     .await?;
-    let large_fleet = fleet(&env, large, reps, "l").await?;
+    let cold_latency = match small_fleet.c_rate() {
+        Some(c) => {
+            let rate = ((c / 2.0).round() as u32).max(1);
+            eprintln!("cold latency: {latency_secs} s at {rate} msg/s ...");
+            match latency::measure(
+                &env,
+                latency::Store::ClickHouse,
+                small.devices,
+                rate,
+                Duration::from_secs(latency_secs),
+                Duration::from_millis(20),
+            )
+            .await
+            {
+                Ok(l) => Ok(l),
+                Err(e) => {
+                    let msg = first_line(&format!("{e:#}"));
+                    eprintln!("cold latency FAILED: {msg}");
+                    Err(msg)
+                }
+            }
+        }
+        None => Err("no successful (c) run to take half the rate of".into()),
+    };
+    let cold_latency = env.cold.is_some().then_some(cold_latency);
+    let large_fleet = fleet(&env, large, reps, "l", false).await?;
 
     let report = Report {
         quick: q,
@@ -204,15 +290,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         small: small_fleet,
         large: large_fleet,
         latency,
+        cold_latency,
+        clickhouse: clickhouse_version,
+        s3_bucket: env.cold.as_ref().map(|c| c.s3_bucket.clone()),
         latency_rate_is_half_b: args.latency_rate.is_none(),
         overrides: args.set.clone(),
         total_secs: started.elapsed().as_secs_f64(),
     };
     println!(
-        "\n{}\n{}\n{}",
+        "\n{}\n{}\n{}\n{}\n{}",
         report.table(),
+        report.cold_table().unwrap_or_default(),
         report.cpu_table(),
-        report.runs_table()
+        report.runs_table(),
+        report.cold_runs_table().unwrap_or_default()
     );
     let out = args
         .out
@@ -228,12 +319,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (a) and (b) alternated `reps` times on one fleet size.
-async fn fleet(env: &Env, w: Workload, reps: usize, tag: &str) -> anyhow::Result<Fleet> {
+/// (a), (b) and, when `cold`, (c) alternated `reps` times on one fleet size.
+async fn fleet(
+    env: &Env,
+    w: Workload,
+    reps: usize,
+    tag: &str,
+    cold: bool,
+) -> anyhow::Result<Fleet> {
     let mut f = Fleet {
         workload: w,
         a: Vec::new(),
         b: Vec::new(),
+        c: Vec::new(),
+        c_failures: Vec::new(),
     };
     for rep in 1..=reps {
         let a = env.baseline(&w, &format!("{tag}{rep}a")).await?;
@@ -246,8 +345,44 @@ async fn fleet(env: &Env, w: Workload, reps: usize, tag: &str) -> anyhow::Result
             b.rate() / a.rate(),
             b.cpu.cores("gateway").unwrap_or(0.0)
         );
+        if cold {
+            // A failed (c) run is a finding, not the end of the benchmark:
+            // it is recorded and reported, and the other figures still are.
+            match env.cold(&w, &format!("{tag}{rep}c")).await {
+                Ok(mut c) => {
+                    c.rep = rep;
+                    eprintln!(
+                        "{} devices rep {rep}: (c) {:.0} msg/s to ClickHouse and S3 (ratio {:.2}), {:.0} msg/s to Redis (ratio {:.2}), spool peak {:.1} MiB",
+                        w.devices,
+                        c.rate(),
+                        c.rate() / a.rate(),
+                        c.hot_rate().unwrap_or(0.0),
+                        c.hot_rate().unwrap_or(0.0) / a.rate(),
+                        c.spool_peak.unwrap_or(0) as f64 / 1048576.0
+                    );
+                    f.c.push(c);
+                }
+                Err(e) => {
+                    let msg = first_line(&format!("{e:#}"));
+                    eprintln!("{} devices rep {rep}: (c) FAILED: {msg}", w.devices);
+                    f.c_failures.push(format!("rep {rep}: {msg}"));
+                }
+            }
+        }
         f.a.push(a);
         f.b.push(b);
     }
     Ok(f)
+}
+
+/// The start of an error chain, short enough for a table cell (the gateway's
+/// log tail is left out: it is in the console output).
+fn first_line(e: &str) -> String {
+    let e = e.split(" | ").next().unwrap_or(e);
+    let e = e.split("; \u{1b}").next().unwrap_or(e);
+    let mut out: String = e.chars().take(400).collect();
+    if out.len() < e.len() {
+        out.push('…');
+    }
+    out.replace('|', "/").replace('\n', " ")
 }

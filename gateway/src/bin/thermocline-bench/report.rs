@@ -15,12 +15,16 @@ pub const TARGET_RSS_MIB: f64 = 256.0;
 /// The processes whose CPU is reported, in table order.
 pub const PROCS: [&str; 4] = ["mosquitto", "harness", "gateway", "redis"];
 
-/// (a) and (b) runs on one fleet size, interleaved a, b, a, b, ...
+/// (a), (b) and (c) runs on one fleet size, interleaved a, b, c, a, b, c, ...
+/// (`c` is empty when the cold path was not measured on this fleet).
 #[derive(Debug, Clone)]
 pub struct Fleet {
     pub workload: Workload,
     pub a: Vec<RunResult>,
     pub b: Vec<RunResult>,
+    pub c: Vec<RunResult>,
+    /// (c) runs that failed (stalled, …): what went wrong, per repetition.
+    pub c_failures: Vec<String>,
 }
 
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -55,20 +59,65 @@ impl Fleet {
             .map(|(a, b)| b.rate() / a.rate())
             .collect()
     }
+    /// Median (c) rate: publish → every reading in Redis, ClickHouse and S3.
+    pub fn c_rate(&self) -> Option<f64> {
+        median(self.c.iter().map(RunResult::rate).collect())
+    }
+    /// Median (c) rate to every reading in Redis.
+    pub fn c_hot_rate(&self) -> Option<f64> {
+        median(self.c.iter().filter_map(RunResult::hot_rate).collect())
+    }
+    /// Median (c) over median (a).
+    pub fn c_ratio(&self) -> Option<f64> {
+        Some(self.c_rate()? / self.a_rate()?)
+    }
+    pub fn c_hot_ratio(&self) -> Option<f64> {
+        Some(self.c_hot_rate()? / self.a_rate()?)
+    }
+    /// Each repetition's c/a (both stores), for the spread.
+    pub fn c_pair_ratios(&self) -> Vec<f64> {
+        self.c
+            .iter()
+            .map(|c| c.rate() / self.a[c.rep - 1].rate())
+            .collect()
+    }
+    /// Each repetition's c/a to Redis.
+    pub fn c_hot_pair_ratios(&self) -> Vec<f64> {
+        self.c
+            .iter()
+            .filter_map(|c| Some(c.hot_rate()? / self.a[c.rep - 1].rate()))
+            .collect()
+    }
     /// Gateway CPU seconds per million messages over all (b) runs.
     pub fn cpu_per_million(&self) -> Option<f64> {
-        let cpu: f64 = self
-            .b
-            .iter()
-            .map(|r| r.gateway_cpu_s)
-            .sum::<Option<f64>>()?;
-        let msgs: u64 = self.b.iter().map(|r| r.messages).sum();
+        Self::cpu_per_million_of(&self.b)
+    }
+    /// The same over all (c) runs.
+    pub fn c_cpu_per_million(&self) -> Option<f64> {
+        Self::cpu_per_million_of(&self.c)
+    }
+    fn cpu_per_million_of(runs: &[RunResult]) -> Option<f64> {
+        let cpu: f64 = runs.iter().map(|r| r.gateway_cpu_s).sum::<Option<f64>>()?;
+        let msgs: u64 = runs.iter().map(|r| r.messages).sum();
         (msgs > 0).then(|| cpu / msgs as f64 * 1e6)
     }
     pub fn peak_rss_mib(&self) -> Option<f64> {
-        self.b
-            .iter()
+        Self::peak_rss_mib_of(&self.b)
+    }
+    pub fn c_peak_rss_mib(&self) -> Option<f64> {
+        Self::peak_rss_mib_of(&self.c)
+    }
+    fn peak_rss_mib_of(runs: &[RunResult]) -> Option<f64> {
+        runs.iter()
             .filter_map(|r| r.gateway_hwm)
+            .max()
+            .map(|b| b as f64 / 1024.0 / 1024.0)
+    }
+    /// The largest spool seen in any (c) run, MiB.
+    pub fn spool_peak_mib(&self) -> Option<f64> {
+        self.c
+            .iter()
+            .filter_map(|r| r.spool_peak)
             .max()
             .map(|b| b as f64 / 1024.0 / 1024.0)
     }
@@ -98,6 +147,13 @@ pub struct Report {
     pub small: Fleet,
     pub large: Fleet,
     pub latency: LatencyResult,
+    /// Publish → visible in ClickHouse at half the (c) rate (cold path
+    /// measured), or why it could not be measured.
+    pub cold_latency: Option<Result<LatencyResult, String>>,
+    /// ClickHouse's version (cold path measured).
+    pub clickhouse: Option<String>,
+    /// The S3 bucket of the (c) runs.
+    pub s3_bucket: Option<String>,
     /// false when `--latency-rate` set the load instead.
     pub latency_rate_is_half_b: bool,
     /// `--set` gateway config overrides (none for the reference figures).
@@ -231,6 +287,151 @@ impl Report {
         t
     }
 
+    /// The cold path's figures (markdown), when it was measured.
+    pub fn cold_table(&self) -> Option<String> {
+        let s = &self.small;
+        if s.c.is_empty() && s.c_failures.is_empty() {
+            return None;
+        }
+        let mut t = String::new();
+        let spread = |v: Vec<f64>| {
+            v.iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let _ = writeln!(
+            t,
+            "| figure ({}, hot and cold on) | value | target | result |",
+            Self::fleet_label(s)
+        );
+        let _ = writeln!(t, "|---|---:|---|---|");
+        let _ = writeln!(
+            t,
+            "| (a) broker → bare subscriber, msg/s (median, same repetitions) | {} | baseline | |",
+            rate(s.a_rate())
+        );
+        let _ = writeln!(
+            t,
+            "| (c) gateway, publish → all readings in ClickHouse **and** S3 (and Redis), msg/s (median) | {} | | |",
+            rate(s.c_rate())
+        );
+        let _ = writeln!(
+            t,
+            "| **(c) / (a)**, all readings in both cold stores | **{}** | ≥ {TARGET_RATIO:.2} | {} |",
+            num(s.c_ratio(), 2),
+            verdict(s.c_ratio().map(|r| r >= TARGET_RATIO))
+        );
+        let _ = writeln!(
+            t,
+            "| (c) / (a) per repetition | {} | | |",
+            spread(s.c_pair_ratios())
+        );
+        let _ = writeln!(
+            t,
+            "| (c) gateway, publish → all readings in Redis, msg/s (median) | {} | | |",
+            rate(s.c_hot_rate())
+        );
+        let _ = writeln!(
+            t,
+            "| **(c) / (a)**, all readings in Redis (QoS 1 acks after the spool fsync) | **{}** | ≥ {TARGET_RATIO:.2} | {} |",
+            num(s.c_hot_ratio(), 2),
+            verdict(s.c_hot_ratio().map(|r| r >= TARGET_RATIO))
+        );
+        let _ = writeln!(
+            t,
+            "| (c) / (a) to Redis per repetition | {} | | |",
+            spread(s.c_hot_pair_ratios())
+        );
+        let _ = writeln!(
+            t,
+            "| (c) / (b), both stores · to Redis (cost of the cold path, medians) | {} · {} | | |",
+            num(s.c_rate().zip(s.b_rate()).map(|(c, b)| c / b), 2),
+            num(s.c_hot_rate().zip(s.b_rate()).map(|(c, b)| c / b), 2)
+        );
+        let _ = writeln!(
+            t,
+            "| (c) runs completed / failed | {} / {} | | |",
+            s.c.len(),
+            s.c_failures.len()
+        );
+        if let Some(Err(e)) = &self.cold_latency {
+            let _ = writeln!(
+                t,
+                "| publish → visible in ClickHouse | not measured: {e} | | |"
+            );
+        }
+        if let Some(Ok(lat)) = &self.cold_latency {
+            let _ = writeln!(
+                t,
+                "| publish → visible in ClickHouse at {} msg/s: p50 / p99 / max, ms | {} / **{}** / {} | | |",
+                group(u64::from(lat.target_rate)),
+                num(lat.percentile(50.0), 0),
+                num(lat.percentile(99.0), 0),
+                num(lat.max(), 0),
+            );
+        }
+        let _ = writeln!(
+            t,
+            "| gateway CPU seconds per million messages, (c) · (b) | {} · {} | | |",
+            num(s.c_cpu_per_million(), 1),
+            num(s.cpu_per_million(), 1)
+        );
+        let _ = writeln!(
+            t,
+            "| gateway peak RSS (VmHWM), MiB, (c) · (b) | {} · {} | | |",
+            num(s.c_peak_rss_mib(), 0),
+            num(s.peak_rss_mib(), 0)
+        );
+        let _ = writeln!(
+            t,
+            "| spool bytes at peak (`thermocline_cold_spool_bytes`, max over runs), MiB | {} | | |",
+            num(s.spool_peak_mib(), 1)
+        );
+        Some(t)
+    }
+
+    /// Every (c) run, for the record.
+    pub fn cold_runs_table(&self) -> Option<String> {
+        let s = &self.small;
+        if s.c.is_empty() && s.c_failures.is_empty() {
+            return None;
+        }
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "| fleet | rep | (a) msg/s | (c) to both stores msg/s | (c) to Redis msg/s | (c) publisher acked msg/s | (c)/(a) both · Redis | gateway CPU s | gateway VmHWM MiB | spool peak MiB |"
+        );
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for c in &s.c {
+            let i = c.rep - 1;
+            let a = &s.a[i];
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {} | {} | {:.2} · {} | {} | {} | {} |",
+                Self::fleet_label(s),
+                i + 1,
+                group(a.rate().round() as u64),
+                group(c.rate().round() as u64),
+                rate(c.hot_rate()),
+                group((c.messages as f64 / c.publish_elapsed.as_secs_f64()).round() as u64),
+                c.rate() / a.rate(),
+                num(c.hot_rate().map(|h| h / a.rate()), 2),
+                num(c.gateway_cpu_s, 2),
+                num(c.gateway_hwm.map(|h| h as f64 / 1048576.0), 0),
+                num(c.spool_peak.map(|b| b as f64 / 1048576.0), 1),
+            );
+        }
+        for f in &s.c_failures {
+            let _ = writeln!(
+                t,
+                "| {} | FAILED | {f} | | | | | | | |",
+                Self::fleet_label(s)
+            );
+        }
+        Some(t)
+    }
+
     /// Cores used by each process during the runs (median over repetitions).
     pub fn cpu_table(&self) -> String {
         let mut t = String::new();
@@ -241,7 +442,10 @@ impl Report {
         );
         let _ = writeln!(t, "|---|---:|{}---:|---:|", "---:|".repeat(PROCS.len()));
         for (label, f) in [("1k", &self.small), ("100k", &self.large)] {
-            for (kind, runs) in [("(a)", &f.a), ("(b)", &f.b)] {
+            for (kind, runs) in [("(a)", &f.a), ("(b)", &f.b), ("(c)", &f.c)] {
+                if runs.is_empty() {
+                    continue;
+                }
                 let wall = median(runs.iter().map(|r| r.cpu.wall_s).collect());
                 let cells: Vec<String> = PROCS
                     .iter()
@@ -358,7 +562,7 @@ high, the absolute rates are depressed and only the ratios compare). This box ha
 
 {runs}
 Latency run: load target {lat_rate} msg/s, achieved {lat_ach} msg/s.
-
+{cold}
 {marker}
 ",
             quick = if self.quick {
@@ -404,6 +608,7 @@ Latency run: load target {lat_rate} msg/s, achieved {lat_ach} msg/s.
             runs = self.runs_table(),
             lat_rate = group(u64::from(lat.target_rate)),
             lat_ach = group(lat.achieved_rate.round() as u64),
+            cold = self.cold_markdown(),
             marker = NOTES_MARKER,
         );
         md.push_str(notes.trim_start_matches('\n'));
@@ -411,6 +616,71 @@ Latency run: load target {lat_rate} msg/s, achieved {lat_ach} msg/s.
             md.push('\n');
         }
         md
+    }
+}
+
+impl Report {
+    /// The cold path's section of `BENCHMARKS.md` (empty when not measured).
+    fn cold_markdown(&self) -> String {
+        let (Some(table), Some(runs)) = (self.cold_table(), self.cold_runs_table()) else {
+            return String::new();
+        };
+        let s = &self.small;
+        let lat = self.cold_latency.as_ref();
+        let lat_line = lat.map_or_else(
+            || "not measured".to_string(),
+            |l| match l {
+                Err(e) => format!("Not measured: {e}"),
+                Ok(l) => {
+                    format!(
+                    "load target {} msg/s, achieved {} msg/s, {:.0} s; {} probes, {} never seen \
+                     within 20 s of the end",
+                    group(u64::from(l.target_rate)),
+                    group(l.achieved_rate.round() as u64),
+                    l.duration.as_secs_f64(),
+                    l.probes_sent,
+                    l.unseen
+                )
+                }
+            },
+        );
+        format!(
+            "
+## Cold path: hot and cold on (issue 3)
+
+- **Services:** ClickHouse {ch} (the local instance over HTTP; a database
+  `thermocline_bench_…` per run, dropped after it) and the local S3-compatible server
+  (bucket `{bucket}`, a key prefix per run; the objects stay with its data).
+- **(c) gateway with the cold path:** the same release gateway, `cold.enabled = true`
+  with the built-in defaults otherwise (`spool.fsync_interval = 20ms`, QoS 1 acks only
+  after the spool fsync; `batch.max_rows = 100000`, `batch.max_age = 5s` ± 500 ms;
+  4 batches in flight), a fresh gateway, spool directory and database per repetition.
+  The warm-up message goes through Redis *and* both cold stores before the clock starts.
+  Rate = messages ÷ (publish start → `/metrics` shows every reading in ClickHouse
+  (`thermocline_cold_clickhouse_rows_inserted_total`) with no batch open or unshipped
+  (`thermocline_cold_pending_bytes` = 0, `thermocline_cold_batches_pending` = 0: a batch
+  leaves pending only once S3 **and** ClickHouse hold it)), polled every 25 ms; also
+  to every reading in Redis. Run right after (a) and (b) of each repetition, {reps}
+  repetition(s); {msgs} messages each, like the 1,000-device (b).
+- **Spool bytes at peak:** `thermocline_cold_spool_bytes` polled every 25 ms during
+  each (c) run, the largest value.
+- **Latency to ClickHouse:** a cold gateway under a steady load of half the median (c)
+  rate; the 20 ms probe as above, polled with `SELECT max(ts_ms) … WHERE device_id =
+  probe` over HTTP every 25 ms (the poll adds up to ~25-30 ms). Batches are cut by age
+  under this load, so this is mostly `batch.max_age`. {lat_line}.
+
+{table}
+Target (from the issue): (c) ≥ 0.9 × (a) with hot and cold both on. The verdict is given
+both for the strict reading (every reading in both cold stores, which includes the
+last partial batch's age) and for the sustained ingest rate (every reading in Redis,
+with each QoS 1 ack waiting for the spool fsync).
+
+{runs}",
+            ch = self.clickhouse.as_deref().unwrap_or("(unknown version)"),
+            bucket = self.s3_bucket.as_deref().unwrap_or("?"),
+            reps = s.c.len(),
+            msgs = group(s.workload.messages()),
+        )
     }
 }
 

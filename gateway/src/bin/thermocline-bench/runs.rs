@@ -1,8 +1,10 @@
 //! One measured run each: (a) the broker's delivery rate to a bare counting
-//! subscriber, (b) the gateway's end-to-end rate into Redis. Both publish the
-//! same workload with the simulator, as fast as the broker takes it, and time
-//! from the start of publishing to the last message delivered (a) or the last
-//! reading written to Redis (b).
+//! subscriber, (b) the gateway's end-to-end rate into Redis (hot path only),
+//! (c) the gateway with the cold path on too (spool fsync before the ack, S3,
+//! ClickHouse). All publish the same workload with the simulator, as fast as
+//! the broker takes it, and time from the start of publishing to the last
+//! message delivered (a), the last reading written to Redis (b), or every
+//! reading held by Redis, ClickHouse and S3 (c).
 
 use std::{
     path::PathBuf,
@@ -72,6 +74,44 @@ pub struct Env {
     pub run_id: String,
     /// Gateway config overrides (`--set`), as environment variables.
     pub gateway_env: Vec<(String, String)>,
+    /// The cold stores for (c) runs; `None` skips them.
+    pub cold: Option<ColdStores>,
+}
+
+/// Where the (c) runs ship: each run gets its own ClickHouse database
+/// (dropped after the run) and S3 key prefix in one bucket.
+#[derive(Debug, Clone)]
+pub struct ColdStores {
+    /// ClickHouse's HTTP interface as `host:port`.
+    pub clickhouse: String,
+    pub s3_endpoint: String,
+    pub s3_access_key: String,
+    pub s3_secret_key: String,
+    pub s3_bucket: String,
+}
+
+impl ColdStores {
+    /// The ClickHouse database of the gateway whose key prefix is `key_prefix`.
+    pub fn database(key_prefix: &str) -> String {
+        format!("thermocline_{}", key_prefix.replace('-', "_"))
+    }
+
+    /// The gateway's cold settings (everything else is the default).
+    pub fn env(&self, key_prefix: &str) -> Vec<(String, String)> {
+        [
+            ("ENABLED", "true".to_string()),
+            ("S3__ENDPOINT", self.s3_endpoint.clone()),
+            ("S3__ACCESS_KEY_ID", self.s3_access_key.clone()),
+            ("S3__SECRET_ACCESS_KEY", self.s3_secret_key.clone()),
+            ("S3__BUCKET", self.s3_bucket.clone()),
+            ("S3__PREFIX", format!("{key_prefix}/")),
+            ("CLICKHOUSE__URL", format!("http://{}", self.clickhouse)),
+            ("CLICKHOUSE__DATABASE", Self::database(key_prefix)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("THERMOCLINE__COLD__{k}"), v))
+        .collect()
+    }
 }
 
 /// `hot.flush_interval=20ms` → (`THERMOCLINE__HOT__FLUSH_INTERVAL`, `20ms`).
@@ -103,11 +143,24 @@ pub struct RunResult {
     pub gateway_cpu_s: Option<f64>,
     pub gateway_hwm: Option<u64>,
     pub flush_mean_ms: Option<f64>,
+    /// (c) only: publish start → every reading in Redis (`elapsed` is then
+    /// publish start → every reading in Redis, ClickHouse and S3).
+    pub hot_elapsed: Option<Duration>,
+    /// (c) only: the largest `thermocline_cold_spool_bytes` polled during the run.
+    pub spool_peak: Option<u64>,
+    /// The repetition (1-based); set by the caller.
+    pub rep: usize,
 }
 
 impl RunResult {
     pub fn rate(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// (c): the rate to every reading in Redis (the cold path's cost on the hot path).
+    pub fn hot_rate(&self) -> Option<f64> {
+        self.hot_elapsed
+            .map(|e| self.messages as f64 / e.as_secs_f64().max(1e-9))
     }
 }
 
@@ -140,19 +193,29 @@ impl Env {
             gateway_cpu_s: None,
             gateway_hwm: None,
             flush_mean_ms: None,
+            hot_elapsed: None,
+            spool_peak: None,
+            rep: 0,
         })
     }
 
-    /// Starts a gateway child (Redis keys under `{run_id}-{tag}`) and checks
-    /// the whole path with one message.
-    pub async fn start_gateway(&self, tag: &str) -> anyhow::Result<GatewayProc> {
+    /// Starts a gateway child (Redis keys under `{run_id}-{tag}`, with the
+    /// cold path when `cold`) and checks the whole path with one message.
+    pub async fn start_gateway(&self, tag: &str, cold: bool) -> anyhow::Result<GatewayProc> {
+        let key_prefix = format!("{}-{tag}", self.run_id);
+        let cold_env = match (cold, &self.cold) {
+            (false, _) => None,
+            (true, Some(stores)) => Some(stores.env(&key_prefix)),
+            (true, None) => bail!("a cold run without the cold stores"),
+        };
         let mut gw = GatewayProc::start(&GatewaySpec {
             bin: &self.thermocline,
             broker_port: self.broker_port,
             redis_url: &self.redis_url,
-            key_prefix: &format!("{}-{tag}", self.run_id),
+            key_prefix: &key_prefix,
             id: format!("{}-{tag}", self.run_id),
             env: &self.gateway_env,
+            cold: cold_env.as_deref(),
         })
         .await?;
         // The subscription is made after ConnAck: wait until a message really
@@ -164,16 +227,24 @@ impl Env {
         };
         self.publish(&warm, &format!("{}-{tag}-warm", self.run_id))
             .await?;
-        gw.wait_written(3, POLL, STALL)
-            .await
-            .context("warm-up message did not reach Redis")?;
+        let warm = if gw.cold {
+            // …and to both cold stores (a batch age later), so the schema,
+            // the bucket and the first batch are not on the clock.
+            gw.wait_cold(3, 3, POLL, STALL).await.map(|_| ())
+        } else {
+            gw.wait_written(3, POLL, STALL).await.map(|_| ())
+        };
+        if let Err(e) = warm {
+            let _ = self.stop_gateway(gw).await;
+            return Err(e.context("warm-up message did not go through"));
+        }
         Ok(gw)
     }
 
     /// (b): the gateway (a fresh child per run), publish → all readings written.
     pub async fn gateway(&self, w: &Workload, tag: &str) -> anyhow::Result<RunResult> {
         let n = w.messages();
-        let mut gw = self.start_gateway(tag).await?;
+        let mut gw = self.start_gateway(tag, false).await?;
         let result = async {
             let start = gw.counters().await?;
             let mut watched = self.watched.clone();
@@ -199,6 +270,52 @@ impl Env {
                 gateway_hwm: procs::status_bytes(gw.pid, "VmHWM"),
                 flush_mean_ms: (flushes > 0)
                     .then(|| (end.flush_seconds - start.flush_seconds) / flushes as f64 * 1e3),
+                hot_elapsed: None,
+                spool_peak: None,
+                rep: 0,
+            })
+        }
+        .await;
+        self.stop_gateway(gw).await?;
+        result
+    }
+
+    /// (c): the gateway with the cold path on (a fresh child, database and
+    /// spool per run): publish → every reading in Redis, ClickHouse and S3.
+    pub async fn cold(&self, w: &Workload, tag: &str) -> anyhow::Result<RunResult> {
+        let n = w.messages();
+        let mut gw = self.start_gateway(tag, true).await?;
+        let result = async {
+            let start = gw.counters().await?;
+            let mut watched = self.watched.clone();
+            watched.push(("gateway", gw.pid));
+            let before = CpuSnapshot::take(&watched, self.tck);
+            let t0 = Instant::now();
+            let publish_elapsed = self.publish(w, &format!("{}-{tag}", self.run_id)).await?;
+            let done = gw
+                .wait_cold(start.written + 3 * n, start.ch_rows + 3 * n, POLL, STALL)
+                .await?;
+            let after = CpuSnapshot::take(&watched, self.tck);
+            let end = done.end;
+            if end.rejected > start.rejected {
+                bail!(
+                    "the gateway rejected {} messages",
+                    end.rejected - start.rejected
+                );
+            }
+            let flushes = end.flushes - start.flushes;
+            Ok(RunResult {
+                messages: n,
+                elapsed: done.cold_at - t0,
+                publish_elapsed,
+                cpu: before.until(&after),
+                gateway_cpu_s: before.seconds(&after, "gateway"),
+                gateway_hwm: procs::status_bytes(gw.pid, "VmHWM"),
+                flush_mean_ms: (flushes > 0)
+                    .then(|| (end.flush_seconds - start.flush_seconds) / flushes as f64 * 1e3),
+                hot_elapsed: Some(done.hot_at - t0),
+                spool_peak: Some(done.spool_peak),
+                rep: 0,
             })
         }
         .await;
@@ -207,10 +324,22 @@ impl Env {
     }
 
     /// Stops the gateway and deletes its Redis keys (so Redis does not grow
-    /// from run to run, and the shared instance is left as it was).
+    /// from run to run, and the shared instance is left as it was), and its
+    /// ClickHouse database when it had the cold path on. Its S3 objects stay
+    /// (under its own prefix) with the S3 server's data.
     pub async fn stop_gateway(&self, gw: GatewayProc) -> anyhow::Result<()> {
         let prefix = gw.key_prefix.clone();
+        let cold = gw.cold;
         gw.stop().await?;
+        if let (true, Some(stores)) = (cold, &self.cold) {
+            let db = ColdStores::database(&prefix);
+            crate::gateway::clickhouse(
+                &stores.clickhouse,
+                &format!("DROP DATABASE IF EXISTS {db}"),
+            )
+            .await
+            .with_context(|| format!("dropping {db}"))?;
+        }
         delete_prefix(&self.redis_url, &prefix).await
     }
 }
