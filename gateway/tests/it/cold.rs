@@ -100,12 +100,8 @@ impl ColdStores {
             .cold
     }
 
-    pub async fn verify(&self, ledger: &Ledger) -> ColdReport {
-        self.try_verify(ledger).await.unwrap()
-    }
-
-    /// [`Self::verify`], or the error (e.g. the database is not created yet:
-    /// the pipeline creates it with its first batch).
+    /// `verify --cold` of the ledger, or the error (e.g. the database is not
+    /// created yet: the pipeline creates it with its first batch).
     pub async fn try_verify(&self, ledger: &Ledger) -> sync::Result<ColdReport> {
         let cfg = self.config();
         let registry = prometheus::Registry::new();
