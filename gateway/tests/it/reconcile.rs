@@ -431,3 +431,31 @@ async fn gateway_reconciles_on_its_interval_under_a_lease() {
     gw.stop_and_clean().await;
     stores.clean().await;
 }
+
+/// A clear error for an empty or reversed range, a bad time and an
+/// unreachable store; no stores are needed for the first two.
+#[test]
+fn cli_errors_are_clear() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
+            .arg("reconcile")
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = run(&["--from", "-1h", "--to", "-2h"], &[]);
+    assert!(e.contains("empty or reversed range"), "{e}");
+    let e = run(&["--from", "-1h", "--to", "-1h"], &[]);
+    assert!(e.contains("empty or reversed range"), "{e}");
+    let e = run(&["--from", "yesterday"], &[]);
+    assert!(e.contains("\"yesterday\" is not a time"), "{e}");
+    let e = run(
+        &["--from", "-1h"],
+        &[("THERMOCLINE__HOT__REDIS__URL", "redis://127.0.0.1:1")],
+    );
+    assert!(e.contains("redis is unreachable"), "{e}");
+}
