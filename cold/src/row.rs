@@ -59,6 +59,15 @@ impl BatchId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id and event hour (start, ms) of a stored batch object, from its
+    /// S3 key (see [`Batch::s3_key`]): the file stem, whose last `-` part is
+    /// the hour since the epoch. `None` for a key of another shape.
+    pub fn from_s3_key(key: &str) -> Option<(Self, i64)> {
+        let stem = key.rsplit('/').next()?.strip_suffix(".parquet")?;
+        let hour: i64 = stem.rsplit_once('-')?.1.parse().ok()?;
+        Some((Self(stem.to_string()), hour.checked_mul(HOUR_MS)?))
+    }
 }
 
 impl fmt::Display for BatchId {
@@ -151,5 +160,10 @@ mod tests {
             b.s3_key("tc/"),
             "tc/readings/date=2024-11-25/hour=10/gw-1-00000003-0000001000-481258.parquet"
         );
+        assert_eq!(
+            BatchId::from_s3_key(&b.s3_key("tc/")),
+            Some((b.id.clone(), 1_732_528_800_000))
+        );
+        assert_eq!(BatchId::from_s3_key("tc/readings/x.ndjson"), None);
     }
 }

@@ -42,6 +42,17 @@ impl Gateway {
             tracing::warn!("cold path disabled (cold.enabled = false): messages are acked on receipt and kept only in the hot windows");
             (None, None)
         };
+        let reconciler = match &cold {
+            Some(c) if cfg.sync.enabled => {
+                let health = c.health.clone();
+                let ready = Box::new(move || {
+                    let r = health.report();
+                    r.spool && r.s3 && r.clickhouse
+                });
+                Some(start_reconciler(&cfg, &hot.reader, &registry, ready, shutdown.clone()).await?)
+            }
+            _ => None,
+        };
         let mqtt_state = Arc::new(MqttState::default());
         let listener = tokio::net::TcpListener::bind(cfg.http_listen)
             .await
@@ -109,6 +120,10 @@ impl Gateway {
                 Ok(_) => tracing::info!("shutdown complete"),
                 Err(_) => tracing::error!(?deadline, "shutdown deadline passed; forcing exit"),
             }
+            if let Some(r) = reconciler {
+                // Cancelled by the same token; a run in progress is dropped.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), r).await;
+            }
             http_stop.cancel();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http).await;
         });
@@ -130,4 +145,45 @@ impl Gateway {
     pub async fn wait(self) {
         let _ = self.task.await;
     }
+}
+
+/// The reconciler loop (`[sync]`), with its own store clients: the cold
+/// pipeline's sinks stay private to it. Their request metrics go to a
+/// private registry so they do not collide with the pipeline's; the
+/// reconciler's own metrics are on the gateway's.
+async fn start_reconciler(
+    cfg: &Config,
+    reader: &hot::reader::Reader,
+    registry: &prometheus::Registry,
+    ready: Box<dyn Fn() -> bool + Send + Sync>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let private = prometheus::Registry::new();
+    let ch = cold::clickhouse::ClickHouseSink::connect(
+        cfg.cold.clickhouse.clone(),
+        cold::clickhouse::ClickHouseMetrics::new(&private)?,
+    )?;
+    let s3 =
+        cold::s3::S3Sink::connect(cfg.cold.s3.clone(), cold::s3::S3Metrics::new(&private)?).await?;
+    let repairer = hot::repair::Repairer::new(
+        hot::connect::connect(&cfg.hot.redis)?,
+        hot::keys::Keys::new(&cfg.hot.key_prefix),
+        &cfg.hot.resolutions,
+    );
+    let metrics = sync::metrics::ReconcileMetrics::new(registry)?;
+    let reconciler = sync::reconcile::Reconciler::new(
+        reader.clone(),
+        repairer,
+        ch,
+        Some(s3),
+        Some(metrics.clone()),
+    );
+    Ok(sync::reconcile::service::spawn(
+        reconciler,
+        cfg.sync.clone(),
+        cfg.gateway_id.to_string(),
+        metrics,
+        ready,
+        shutdown,
+    ))
 }

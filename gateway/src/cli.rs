@@ -76,6 +76,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare sealed Redis buckets with ClickHouse and the `batches` table with
+    /// S3; with --repair, rewrite Redis from ClickHouse and reload missing batches.
+    Reconcile(crate::cli_reconcile::ReconcileArgs),
 }
 
 pub fn init_tracing() {
@@ -94,6 +97,7 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Reconcile(args) => crate::cli_reconcile::run(args).await,
         Command::Run { config } => {
             let cfg = load(config.as_deref())?;
             let shutdown = CancellationToken::new();

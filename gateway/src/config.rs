@@ -3,7 +3,7 @@
 //! Layers, later wins: built-in defaults (`config/default.toml`, compiled in) →
 //! the file given with `--config` → environment `THERMOCLINE__SECTION__KEY`
 //! (e.g. `THERMOCLINE__HOT__FLUSH_INTERVAL=50ms`). Each crate owns its section
-//! (`[devices]`, `[hot]`, `[cold]`); the gateway owns `[gateway]`, `[mqtt]` and `[http]`.
+//! (`[devices]`, `[hot]`, `[cold]`, `[sync]`); the gateway owns `[gateway]`, `[mqtt]` and `[http]`.
 //! Unknown keys are errors that name the key.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub devices: devices::config::RawDevicesConfig,
     pub hot: hot::RawHotConfig,
     pub cold: cold::pipeline::RawColdConfig,
+    pub sync: sync::RawSyncConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -73,6 +74,8 @@ pub struct Config {
     pub hot: hot::HotConfig,
     /// Validated also when `cold.enabled` is false.
     pub cold: cold::pipeline::ColdConfig,
+    /// The reconciler; runs only when `cold.enabled` too.
+    pub sync: sync::SyncConfig,
 }
 
 /// Reads the layers into the raw (unvalidated) config.
@@ -136,6 +139,7 @@ impl RawConfig {
         )?;
         let hot = self.hot.validate()?;
         let cold = self.cold.validate()?;
+        let sync = self.sync.validate(cold.batch.max_age)?;
         Ok(Config {
             gateway_id,
             shutdown_timeout: self.gateway.shutdown_timeout,
@@ -144,6 +148,7 @@ impl RawConfig {
             devices,
             hot,
             cold,
+            sync,
         })
     }
 

@@ -17,6 +17,8 @@ pub enum Error {
     Hot(#[from] hot::Error),
     #[error(transparent)]
     Cold(#[from] cold::Error),
+    #[error(transparent)]
+    Sync(#[from] sync::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("http server on {addr}: {source}")]
@@ -32,6 +34,7 @@ impl Error {
             Self::Hot(e) => e.is_retriable(),
             Self::Devices(e) => e.is_retriable(),
             Self::Cold(e) => e.is_retriable(),
+            Self::Sync(e) => e.is_retriable(),
             _ => false,
         }
     }

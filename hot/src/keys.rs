@@ -9,6 +9,7 @@
 //! | `{prefix}:{{device}}:w:{res}:{start_ms}` | hash | one bucket of every metric: `c:{metric}` count, `s:{metric}` sum, `mn:{metric}` min, `mx:{metric}` max, `l:{metric}` last value, `lt:{metric}` its ts (ms) |
 //! | `{prefix}:{{device}}:latest` | hash | `v:{metric}` last value, `t:{metric}` its ts, `seen` last arrival (ms) |
 //! | `{prefix}:devices` | sorted set | device id scored by last arrival time (ms) |
+//! | `{prefix}:reconcile:lease` | string | the gateway id running the reconciler (expires) |
 //!
 //! One hash holds a bucket of all of a device's metrics: a flush touches one
 //! key per resolution instead of one per metric and resolution, and small
@@ -50,6 +51,11 @@ impl Keys {
         format!("{}:devices", self.prefix)
     }
 
+    /// Held by the one gateway whose reconciler runs (see `crate::repair`).
+    pub fn reconcile_lease(&self) -> String {
+        format!("{}:reconcile:lease", self.prefix)
+    }
+
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -68,5 +74,6 @@ mod tests {
         assert_eq!(Keys::bucket_fields(&m)[5], "lt:urn:x:temp");
         assert_eq!(k.latest(&d), "tc:{dev-1}:latest");
         assert_eq!(k.device_index(), "tc:devices");
+        assert_eq!(k.reconcile_lease(), "tc:reconcile:lease");
     }
 }

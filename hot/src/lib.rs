@@ -9,6 +9,9 @@
 //! - [`writer`]: one atomic Lua script per device, pipelined, into Redis.
 //! - [`reader`]: latest view, bucket ranges and the fleet index, for the HTTP
 //!   API and `verify --hot`.
+//! - [`repair`]: the reconciler's side: whole bucket hashes read back, one
+//!   metric's fields rewritten per bucket atomically (compare-and-set), the
+//!   reconcile lease.
 //! - [`keys`]: the Redis key layout (hash-tagged per device).
 //! - [`service`]: the task wiring it together behind a bounded channel.
 //! - [`config`], [`connect`], [`metrics`], [`error`].
@@ -25,6 +28,7 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod reader;
+pub mod repair;
 pub mod service;
 pub mod window;
 pub mod writer;

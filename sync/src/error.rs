@@ -13,6 +13,21 @@ pub enum Error {
     Cold(#[from] cold::Error),
     #[error("invalid ledger entry: {0}")]
     Ledger(String),
+    /// A bad command-line argument (a time, a range, a device id).
+    #[error("{0}")]
+    Arg(String),
+    /// A config value is invalid; `key` is its full dotted path.
+    #[error("invalid config `{key}`: {reason}")]
+    Config { key: String, reason: String },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A store did not answer the reconciler's first round trip.
+    #[error("{store} is unreachable: {source}")]
+    Unreachable {
+        store: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -20,6 +35,7 @@ impl Error {
         match self {
             Self::Hot(e) => e.is_retriable(),
             Self::Cold(e) => e.is_retriable(),
+            Self::Unreachable { .. } => true,
             _ => false,
         }
     }

@@ -27,6 +27,6 @@ pub mod sink;
 
 pub use config::{ClickHouseConfig, RawClickHouseConfig};
 pub use metrics::ClickHouseMetrics;
-pub use query::{Agg, BucketAgg, DeviceFilter};
+pub use query::{Agg, BucketAgg, DeviceBucketAgg, DeviceFilter};
 pub use retry::{is_retriable, Backoff};
 pub use sink::{BatchRecord, ClickHouseHealth, ClickHouseSink};

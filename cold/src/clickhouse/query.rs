@@ -48,6 +48,20 @@ pub struct BucketAgg {
     pub last_ts_ms: i64,
 }
 
+/// [`BucketAgg`] with its device and metric (the reconciler's fleet query).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct DeviceBucketAgg {
+    pub device_id: String,
+    pub metric: String,
+    pub bucket_start_ms: i64,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+    pub last_ts_ms: i64,
+}
+
 impl ClickHouseSink {
     /// Per device and metric: count, sum, min, max (and the ts range) of the
     /// readings with `from_ms <= ts_ms < to_ms`, from `readings FINAL`,
@@ -124,6 +138,75 @@ impl ClickHouseSink {
                 .bind(from_ms)
                 .bind(to_ms);
             self.timed(q.fetch_all::<BucketAgg>()).await
+        })
+        .await
+    }
+
+    /// Like [`Self::bucket_aggregates`] for many devices and every metric at
+    /// once: one query per resolution and chunk of devices for the
+    /// reconciler, ordered by device, metric and bucket.
+    pub async fn fleet_bucket_aggregates(
+        &self,
+        devices: DeviceFilter<'_>,
+        width_ms: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<DeviceBucketAgg>> {
+        if width_ms <= 0 {
+            return Err(Error::InvalidData {
+                what: "fleet_bucket_aggregates width_ms".into(),
+                reason: format!("{width_ms} is not above zero"),
+            });
+        }
+        let filter = match devices {
+            DeviceFilter::All => "1",
+            DeviceFilter::Prefix(_) => "startsWith(device_id, ?)",
+            DeviceFilter::Devices([]) => return Ok(Vec::new()),
+            DeviceFilter::Devices(_) => "device_id IN (SELECT arrayJoin(?))",
+        };
+        let sql = format!(
+            "WITH toInt64(?) AS w \
+             SELECT device_id, metric, toInt64((intDiv(ts_ms, w) - (ts_ms % w < 0)) * w) AS bucket, \
+             toUInt64(count()), toFloat64(sum(value)), toFloat64(min(value)), \
+             toFloat64(max(value)), toFloat64(argMax(value, (ts_ms, value))), toInt64(max(ts_ms)) \
+             FROM {}.readings FINAL \
+             WHERE ts_ms >= ? AND ts_ms < ? AND {filter} \
+             GROUP BY device_id, metric, bucket ORDER BY device_id, metric, bucket",
+            self.cfg.database
+        );
+        self.run("query", || async {
+            let q = self
+                .client
+                .query(&sql)
+                .bind(width_ms)
+                .bind(from_ms)
+                .bind(to_ms);
+            let q = match devices {
+                DeviceFilter::All => q,
+                DeviceFilter::Prefix(p) => q.bind(p),
+                DeviceFilter::Devices(list) => q.bind(list),
+            };
+            self.timed(q.fetch_all::<DeviceBucketAgg>()).await
+        })
+        .await
+    }
+
+    /// Devices with readings in `from_ms <= ts_ms < to_ms`, sorted.
+    pub async fn devices_in_range(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT DISTINCT device_id FROM {}.readings \
+             WHERE ts_ms >= ? AND ts_ms < ? ORDER BY device_id",
+            self.cfg.database
+        );
+        self.run("query", || async {
+            self.timed(
+                self.client
+                    .query(&sql)
+                    .bind(from_ms)
+                    .bind(to_ms)
+                    .fetch_all::<String>(),
+            )
+            .await
         })
         .await
     }

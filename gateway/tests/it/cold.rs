@@ -100,7 +100,9 @@ impl ColdStores {
             .cold
     }
 
-    pub async fn verify(&self, ledger: &Ledger) -> ColdReport {
+    /// `verify --cold` of the ledger, or the error (e.g. the database is not
+    /// created yet: the pipeline creates it with its first batch).
+    pub async fn try_verify(&self, ledger: &Ledger) -> sync::Result<ColdReport> {
         let cfg = self.config();
         let registry = prometheus::Registry::new();
         let ch = cold::clickhouse::ClickHouseSink::connect(
@@ -111,21 +113,25 @@ impl ColdStores {
         let s3 = cold::s3::S3Sink::connect(cfg.s3, cold::s3::S3Metrics::new(&registry).unwrap())
             .await
             .unwrap();
-        verify_cold(&ch, &s3, ledger).await.unwrap()
+        verify_cold(&ch, &s3, ledger).await
     }
 
     /// Verifies until exact (shipping takes a batch age or two) or `within`.
     pub async fn wait_exact(&self, ledger: &Ledger, within: Duration) -> ColdReport {
         let deadline = Instant::now() + within;
         loop {
-            let report = self.verify(ledger).await;
-            if report.ok() {
-                return report;
+            let report = self.try_verify(ledger).await;
+            match &report {
+                Ok(r) if r.ok() => return report.unwrap(),
+                _ => {}
             }
             assert!(
                 Instant::now() < deadline,
                 "cold stores not exact after {within:?}:\n{}",
-                report.render()
+                match report {
+                    Ok(r) => r.render(),
+                    Err(e) => e.to_string(),
+                }
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -5,6 +5,7 @@
 mod cold;
 mod cold_outage;
 mod observability;
+mod reconcile;
 mod support;
 mod tls;
 

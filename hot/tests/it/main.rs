@@ -345,3 +345,143 @@ async fn many_metrics_per_device_are_split_and_merged() {
     assert_eq!(latest.metrics.len(), 450);
     ctx.cleanup().await;
 }
+
+/// The reconciler's repair: replaces one metric's six fields, leaves the
+/// others, keeps the bucket's expiry, raises but never lowers the latest
+/// view, and does not undo a flush that landed after the bucket was read.
+#[tokio::test]
+async fn repair_replaces_one_metric_and_never_undoes_a_newer_flush() {
+    use hot::repair::{Expect, MetricRepair, Repairer, Stored};
+    let ctx = Ctx::new("repair").await;
+    let rep = Repairer::new(ctx.conn.clone(), ctx.keys.clone(), &ctx.res);
+    let w = ctx.writer();
+    let now = now_ms();
+    let ts = now - 60_000;
+    let dev = DeviceId::parse("rp-1").unwrap();
+    let (t, h) = (
+        MetricName::parse("t").unwrap(),
+        MetricName::parse("h").unwrap(),
+    );
+    let mut a = Aggregator::new(ctx.res.clone(), Dedup::new(64, 16));
+    a.ingest(&msg("rp-1", 0, ts, &[("t", 1.0), ("h", 5.0)]), now);
+    a.ingest(&msg("rp-1", 0, ts, &[("t", 1.0), ("h", 5.0)]), now); // dropped by dedup
+    w.write(&a.take(), now).await.unwrap();
+    // Written twice, as a redelivery past the horizon would.
+    let mut b = Aggregator::new(ctx.res.clone(), Dedup::new(64, 16));
+    b.ingest(&msg("rp-1", 0, ts, &[("t", 1.0)]), now);
+    w.write(&b.take(), now).await.unwrap();
+
+    let res = &ctx.res[0];
+    let start = res.bucket_start(ts);
+    let read = rep
+        .read_buckets(&dev, res, &[start, start + res.width_ms])
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1, "absent buckets are left out");
+    let Stored::Agg(seen) = read[0].metrics["t"] else {
+        panic!("corrupt")
+    };
+    assert_eq!(seen.count, 2);
+    let truth = Agg::one(ts, 1.0);
+    let ttl_before: i64 = redis::cmd("PTTL")
+        .arg(ctx.keys.bucket(&dev, &res.label, start))
+        .query_async(&mut ctx.conn.clone())
+        .await
+        .unwrap();
+
+    // A flush lands between the read and the repair: the repair stands down.
+    let mut c = Aggregator::new(ctx.res.clone(), Dedup::new(64, 16));
+    c.ingest(&msg("rp-1", 1, ts + 1, &[("t", 2.0)]), now);
+    w.write(&c.take(), now).await.unwrap();
+    let fix = |expect| MetricRepair {
+        metric: t.clone(),
+        expect,
+        value: Some(truth),
+    };
+    let applied = rep
+        .repair_bucket(&dev, res, start, &[fix(Expect::Agg(seen))], now)
+        .await
+        .unwrap();
+    assert_eq!(applied, [false]);
+    let got = ctx.reader().buckets(&dev, &t, res, ts, ts).await.unwrap();
+    assert_eq!(got[0].agg.count, 3, "the newer flush was undone");
+
+    // Read again and repair: t is replaced, h untouched, expiry kept.
+    let read = rep.read_buckets(&dev, res, &[start]).await.unwrap();
+    let Stored::Agg(seen) = read[0].metrics["t"] else {
+        panic!("corrupt")
+    };
+    let applied = rep
+        .repair_bucket(&dev, res, start, &[fix(Expect::Agg(seen))], now)
+        .await
+        .unwrap();
+    assert_eq!(applied, [true]);
+    let got = ctx.reader().buckets(&dev, &t, res, ts, ts).await.unwrap();
+    assert_eq!(got[0].agg, truth);
+    let hh = ctx.reader().buckets(&dev, &h, res, ts, ts).await.unwrap();
+    assert_eq!(hh[0].agg, Agg::one(ts, 5.0));
+    let ttl_after: i64 = redis::cmd("PTTL")
+        .arg(ctx.keys.bucket(&dev, &res.label, start))
+        .query_async(&mut ctx.conn.clone())
+        .await
+        .unwrap();
+    assert!(
+        ttl_after > 0 && ttl_after <= ttl_before,
+        "{ttl_before} {ttl_after}"
+    );
+    // The latest view (ts + 1, 2.0) is not lowered to the repaired bucket's last.
+    let latest = ctx.reader().latest(&dev).await.unwrap().unwrap();
+    assert_eq!(latest.metrics["t"].ts_ms, ts + 1);
+
+    // Extra in Redis: deleted; a missing bucket is created with the writer's expiry.
+    let applied = rep
+        .repair_bucket(
+            &dev,
+            res,
+            start,
+            &[MetricRepair {
+                metric: h.clone(),
+                expect: Expect::Agg(Agg::one(ts, 5.0)),
+                value: None,
+            }],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, [true]);
+    assert!(ctx
+        .reader()
+        .buckets(&dev, &h, res, ts, ts)
+        .await
+        .unwrap()
+        .is_empty());
+    let later = start + 3 * res.width_ms;
+    let applied = rep
+        .repair_bucket(&dev, res, later, &[fix(Expect::Absent)], now)
+        .await
+        .unwrap();
+    assert_eq!(applied, [true]);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(ctx.keys.bucket(&dev, &res.label, later))
+        .query_async(&mut ctx.conn.clone())
+        .await
+        .unwrap();
+    let expected = res.expires_at_ms(later) - now_ms();
+    assert!((ttl - expected).abs() < 5_000, "{ttl} vs {expected}");
+
+    // The lease: taken, renewed by its holder, refused to another.
+    assert!(rep
+        .acquire_lease("gw-a", Duration::from_secs(5))
+        .await
+        .unwrap());
+    assert!(rep
+        .acquire_lease("gw-a", Duration::from_secs(5))
+        .await
+        .unwrap());
+    assert!(!rep
+        .acquire_lease("gw-b", Duration::from_secs(5))
+        .await
+        .unwrap());
+    assert_eq!(rep.lease_holder().await.unwrap().as_deref(), Some("gw-a"));
+    ctx.cleanup().await;
+}
