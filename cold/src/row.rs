@@ -59,6 +59,24 @@ impl BatchId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id of a batch object from its S3 key (`…/{batch id}.parquet`, see
+    /// [`Batch::s3_key`]), so a tool reading S3 back (backfill) can ask
+    /// ClickHouse whether it holds that batch. `None` for any other key.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let name = key.rsplit('/').next()?.strip_suffix(".parquet")?;
+        Self::parse(name)
+    }
+
+    /// A batch id as stored (ClickHouse `batches.batch_id`): non-empty, at
+    /// most 255 bytes of `[A-Za-z0-9._+-]`, so it is always a safe key name.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
+        ok.then(|| Self(s.to_string()))
+    }
 }
 
 impl fmt::Display for BatchId {
@@ -151,5 +169,18 @@ mod tests {
             b.s3_key("tc/"),
             "tc/readings/date=2024-11-25/hour=10/gw-1-00000003-0000001000-481258.parquet"
         );
+        assert_eq!(BatchId::from_key(&b.s3_key("tc/")), Some(b.id.clone()));
+    }
+
+    #[test]
+    fn batch_ids_from_keys() {
+        assert_eq!(BatchId::from_key("x/readings/a.json"), None);
+        assert_eq!(BatchId::from_key("x/readings/.parquet"), None);
+        assert_eq!(BatchId::from_key("x/readings/a b.parquet"), None);
+        assert_eq!(
+            BatchId::from_key("a.parquet").map(|b| b.as_str().to_string()),
+            Some("a".into())
+        );
+        assert!(BatchId::parse(&"a".repeat(256)).is_none());
     }
 }

@@ -76,6 +76,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Restore into ClickHouse the batches S3 holds and ClickHouse lacks over
+    /// [--from, --to); a rerun inserts nothing (and resumes an interrupted run).
+    Backfill(crate::cli_backfill::BackfillArgs),
+    /// Import readings a device buffered offline (NDJSON, CSV or Parquet) through
+    /// the gateway's validation into S3, ClickHouse and the hot windows; bad lines
+    /// are reported by number; a rerun resumes from the checkpoint, never duplicates.
+    Import(crate::cli_backfill::ImportArgs),
 }
 
 pub fn init_tracing() {
@@ -153,6 +160,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backfill(args) => crate::cli_backfill::backfill(args).await,
+        Command::Import(args) => crate::cli_backfill::import(args).await,
         Command::Verify {
             config,
             ledger,

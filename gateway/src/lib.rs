@@ -8,7 +8,8 @@
 //!   once durable, decodes it and hands it to the hot path.
 //! - [`app`]: [`app::Gateway`] starts ingest, the hot path and HTTP, and stops them in order.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the read API.
-//! - [`cli`]: the subcommands (`run`, `check-config`, `simulate`, `verify`).
+//! - [`cli`]: the subcommands (`run`, `check-config`, `simulate`, `verify`);
+//!   [`cli_backfill`]: `backfill` and `import` (progress bar, summary, Ctrl-C).
 //! - [`shutdown`]: SIGTERM / Ctrl-C → one cancellation token.
 //! - [`metrics`], [`error`].
 //!
@@ -20,6 +21,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cli_backfill;
 pub mod config;
 pub mod error;
 pub mod http;
