@@ -39,7 +39,7 @@ pub enum Error {
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
     /// A store could not be reached before any work started.
-    #[error("{store} unreachable: {source}")]
+    #[error("{store} unreachable")]
     Unreachable {
         store: &'static str,
         #[source]

@@ -99,6 +99,29 @@ async fn drop_redis_prefix(prefix: &str) {
 async fn backfill_restores_truncated_clickhouse_exactly_once() {
     let broker = Mosquitto::start().await.unwrap();
     let stores = ColdStores::new("bf");
+    // Schema and bucket exist before the first batch ships, so verify can poll them.
+    let cfg = gateway::config::load_with_env(None, stores.env.clone())
+        .unwrap()
+        .validate()
+        .unwrap()
+        .cold;
+    cold::clickhouse::ClickHouseSink::connect(
+        cfg.clickhouse,
+        cold::clickhouse::ClickHouseMetrics::new(&prometheus::Registry::new()).unwrap(),
+    )
+    .unwrap()
+    .ensure_schema()
+    .await
+    .unwrap();
+    cold::s3::S3Sink::connect(
+        cfg.s3,
+        cold::s3::S3Metrics::new(&prometheus::Registry::new()).unwrap(),
+    )
+    .await
+    .unwrap()
+    .ensure_bucket()
+    .await
+    .unwrap();
     let gw = TestGateway::start("bf", &broker, &redis_url(), &stores.env_refs()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ledger = devices::sim::run(sim_config(&broker, &unique("bf"), 100, 50, 0))

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use self::parse::{Format, Input, Validator, CSV_HEADER};
-use crate::{backfill::check_stores, hotload::HotLoader, progress::Progress, Error, Result};
+use crate::{hotload::HotLoader, progress::Progress, Error, Result};
 
 /// Lines per chunk: the unit of batches and of the checkpoint.
 pub const CHUNK_LINES: usize = 10_000;
@@ -248,8 +248,16 @@ pub async fn import(
         return Ok(summary);
     }
 
-    check_stores(s3, ch).await?;
-    s3.ensure_bucket().await?;
+    // The import may be the bucket's first writer: create it rather than
+    // list it (`check_stores` would call a missing bucket unreachable).
+    ch.ping().await.map_err(|e| Error::Unreachable {
+        store: "ClickHouse",
+        source: Box::new(e.into()),
+    })?;
+    s3.ensure_bucket().await.map_err(|e| Error::Unreachable {
+        store: "S3",
+        source: Box::new(e.into()),
+    })?;
     ch.ensure_schema().await?;
 
     let now_ms = hot::service::now_ms();
