@@ -60,13 +60,31 @@ impl BatchId {
         &self.0
     }
 
+    /// The id of a batch object from its S3 key (`…/{batch id}.parquet`, see
+    /// [`Batch::s3_key`]), so a tool reading S3 back (backfill) can ask
+    /// ClickHouse whether it holds that batch. `None` for any other key.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let name = key.rsplit('/').next()?.strip_suffix(".parquet")?;
+        Self::parse(name)
+    }
+
     /// The id and event hour (start, ms) of a stored batch object, from its
-    /// S3 key (see [`Batch::s3_key`]): the file stem, whose last `-` part is
-    /// the hour since the epoch. `None` for a key of another shape.
+    /// S3 key: the id's last `-` part is the hour since the epoch. `None` for
+    /// a key of another shape.
     pub fn from_s3_key(key: &str) -> Option<(Self, i64)> {
-        let stem = key.rsplit('/').next()?.strip_suffix(".parquet")?;
-        let hour: i64 = stem.rsplit_once('-')?.1.parse().ok()?;
-        Some((Self(stem.to_string()), hour.checked_mul(HOUR_MS)?))
+        let id = Self::from_key(key)?;
+        let hour: i64 = id.0.rsplit_once('-')?.1.parse().ok()?;
+        Some((id, hour.checked_mul(HOUR_MS)?))
+    }
+
+    /// A batch id as stored (ClickHouse `batches.batch_id`): non-empty, at
+    /// most 255 bytes of `[A-Za-z0-9._+-]`, so it is always a safe key name.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
+        ok.then(|| Self(s.to_string()))
     }
 }
 
@@ -165,5 +183,18 @@ mod tests {
             Some((b.id.clone(), 1_732_528_800_000))
         );
         assert_eq!(BatchId::from_s3_key("tc/readings/x.ndjson"), None);
+        assert_eq!(BatchId::from_key(&b.s3_key("tc/")), Some(b.id.clone()));
+    }
+
+    #[test]
+    fn batch_ids_from_keys() {
+        assert_eq!(BatchId::from_key("x/readings/a.json"), None);
+        assert_eq!(BatchId::from_key("x/readings/.parquet"), None);
+        assert_eq!(BatchId::from_key("x/readings/a b.parquet"), None);
+        assert_eq!(
+            BatchId::from_key("a.parquet").map(|b| b.as_str().to_string()),
+            Some("a".into())
+        );
+        assert!(BatchId::parse(&"a".repeat(256)).is_none());
     }
 }

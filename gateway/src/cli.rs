@@ -79,6 +79,13 @@ pub enum Command {
     /// Compare sealed Redis buckets with ClickHouse and the `batches` table with
     /// S3; with --repair, rewrite Redis from ClickHouse and reload missing batches.
     Reconcile(crate::cli_reconcile::ReconcileArgs),
+    /// Restore into ClickHouse the batches S3 holds and ClickHouse lacks over
+    /// [--from, --to); a rerun inserts nothing (and resumes an interrupted run).
+    Backfill(crate::cli_backfill::BackfillArgs),
+    /// Import readings a device buffered offline (NDJSON, CSV or Parquet) through
+    /// the gateway's validation into S3, ClickHouse and the hot windows; bad lines
+    /// are reported by number; a rerun resumes from the checkpoint, never duplicates.
+    Import(crate::cli_backfill::ImportArgs),
 }
 
 pub fn init_tracing() {
@@ -157,6 +164,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backfill(args) => crate::cli_backfill::backfill(args).await,
+        Command::Import(args) => crate::cli_backfill::import(args).await,
         Command::Verify {
             config,
             ledger,

@@ -10,6 +10,7 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the read API.
 //! - [`cli`]: the subcommands (`run`, `check-config`, `simulate`, `verify`);
 //!   [`cli_reconcile`]: `reconcile`.
+//!   [`cli_backfill`]: `backfill` and `import` (progress bar, summary, Ctrl-C).
 //! - [`shutdown`]: SIGTERM / Ctrl-C → one cancellation token.
 //! - [`metrics`], [`error`].
 //!
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cli_backfill;
 pub mod cli_reconcile;
 pub mod config;
 pub mod error;

@@ -1,5 +1,7 @@
 //! The sync crate's error type.
 
+use std::path::PathBuf;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +23,31 @@ pub enum Error {
     Config { key: String, reason: String },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    /// A store did not answer the reconciler's first round trip.
-    #[error("{store} is unreachable: {source}")]
+    /// A `--from`/`--to` argument that is not a time.
+    #[error("bad time {arg:?}: {reason}")]
+    TimeArg { arg: String, reason: String },
+    /// An empty or reversed range.
+    #[error("bad range: {0}")]
+    Range(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An input file that cannot be imported at all (bad header, unknown
+    /// format, unreadable Parquet); single bad lines are reported, not errors.
+    #[error("{path}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Input {
+        path: PathBuf,
+        line: Option<u64>,
+        reason: String,
+    },
+    /// A checkpoint that does not belong to the input.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    /// A store could not be reached before any work started.
+    #[error("{store} is unreachable")]
     Unreachable {
         store: &'static str,
         #[source]

@@ -1,5 +1,5 @@
-//! Keeping the stores honest: verify, and the reconciler that makes the hot
-//! windows agree with cold storage.
+//! Keeping the stores honest: verify, the reconciler that makes the hot
+//! windows agree with cold storage, backfill and import.
 //!
 //! # Layout
 //!
@@ -11,7 +11,15 @@
 //!   repaired through [`hot::repair`]; the `batches` table against the S3
 //!   listing ([`reconcile::batches`]); the interval loop behind a Redis lease
 //!   ([`reconcile::service`]).
-//! - [`timearg`]: `--from`/`--to` parsing (RFC 3339 or relative `-2h`).
+//! - [`backfill`]: S3 → ClickHouse for the batches `batches` lacks (and, on
+//!   request, → hot windows).
+//! - [`import`]: an NDJSON, CSV or Parquet file → validated rows → batches
+//!   with ids derived from the file → S3 + ClickHouse → hot windows;
+//!   checkpointed, resumable.
+//! - [`hotload`]: cold rows → hot windows through the gateway's aggregator
+//!   and writer.
+//! - [`timearg`]: `--from`/`--to` parsing (RFC 3339, relative `-2h`, epoch ms).
+//! - [`progress`]: the progress callback the CLI renders.
 //! - [`config`] (`[sync]`), [`metrics`], [`error`].
 //!
 //! ```text
@@ -20,9 +28,13 @@
 //! batches ────┘                         └─ repair sealed buckets ─▶ Redis
 //! ```
 
+pub mod backfill;
 pub mod config;
 pub mod error;
+pub mod hotload;
+pub mod import;
 pub mod metrics;
+pub mod progress;
 pub mod reconcile;
 pub mod timearg;
 pub mod verify;

@@ -2,6 +2,7 @@
 //! (testkit), Redis (THERMOCLINE_TEST_REDIS_URL, or a private redis-server where
 //! a test stops it), each test under its own key prefix and client id.
 
+mod backfill;
 mod cold;
 mod cold_outage;
 mod observability;
