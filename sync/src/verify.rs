@@ -96,6 +96,32 @@ impl HotReport {
     }
 }
 
+/// The fields in which a store's (count, sum, min, max) differs from a ledger
+/// entry: (field, expected, found). Counts exactly, the rest within
+/// [`REL_TOLERANCE`]; nothing found is a count of 0.
+pub(crate) fn diff_entry(
+    entry: &devices::ledger::LedgerEntry,
+    got: Option<(u64, f64, f64, f64)>,
+) -> Vec<(&'static str, f64, f64)> {
+    let Some((count, sum, min, max)) = got else {
+        return vec![("count", entry.count as f64, 0.0)];
+    };
+    let mut diffs = Vec::new();
+    if count != entry.count {
+        diffs.push(("count", entry.count as f64, count as f64));
+    }
+    for (field, e, f) in [
+        ("sum", entry.sum, sum),
+        ("min", entry.min, min),
+        ("max", entry.max, max),
+    ] {
+        if !close(e, f) {
+            diffs.push((field, e, f));
+        }
+    }
+    diffs
+}
+
 pub(crate) fn close(a: f64, b: f64) -> bool {
     a == b || (a - b).abs() <= REL_TOLERANCE * a.abs().max(b.abs()).max(1.0)
 }
@@ -153,24 +179,7 @@ pub async fn verify_hot(reader: &Reader, ledger: &Ledger, now_ms: i64) -> Result
         row.devices += 1;
         row.expected_readings += entry.count;
         row.found_readings += got.map_or(0, |g| g.count);
-        let mut diffs = Vec::new();
-        match got {
-            None => diffs.push(("count", entry.count as f64, 0.0)),
-            Some(g) => {
-                if g.count != entry.count {
-                    diffs.push(("count", entry.count as f64, g.count as f64));
-                }
-                for (field, e, f) in [
-                    ("sum", entry.sum, g.sum),
-                    ("min", entry.min, g.min),
-                    ("max", entry.max, g.max),
-                ] {
-                    if !close(e, f) {
-                        diffs.push((field, e, f));
-                    }
-                }
-            }
-        }
+        let diffs = diff_entry(&entry, got.map(|g| (g.count, g.sum, g.min, g.max)));
         if !diffs.is_empty() {
             row.mismatched_devices += 1;
         }

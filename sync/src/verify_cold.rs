@@ -23,7 +23,7 @@ use devices::ledger::Ledger;
 use serde::Serialize;
 
 use crate::{
-    verify::{close, Mismatch},
+    verify::{diff_entry, Mismatch},
     Error, Result,
 };
 
@@ -135,24 +135,7 @@ fn compare(store: &str, ledger: &Ledger, found: &Series, report: &mut ColdReport
             r.expected_readings += e.count;
             let got = found.get(&(device.clone(), metric.clone()));
             r.found_readings += got.map_or(0, |g| g.count);
-            let mut diffs = Vec::new();
-            match got {
-                None => diffs.push(("count", e.count as f64, 0.0)),
-                Some(g) => {
-                    if g.count != e.count {
-                        diffs.push(("count", e.count as f64, g.count as f64));
-                    }
-                    for (field, x, y) in [
-                        ("sum", e.sum, g.sum),
-                        ("min", e.min, g.min),
-                        ("max", e.max, g.max),
-                    ] {
-                        if !close(x, y) {
-                            diffs.push((field, x, y));
-                        }
-                    }
-                }
-            }
+            let diffs = diff_entry(e, got.map(|g| (g.count, g.sum, g.min, g.max)));
             if !diffs.is_empty() {
                 r.mismatched_devices += 1;
             }
