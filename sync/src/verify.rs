@@ -73,27 +73,29 @@ impl HotReport {
                 self.skipped_resolutions.join(", ")
             );
         }
-        for m in self.mismatches.iter().take(20) {
-            let _ = writeln!(
-                s,
-                "MISMATCH {} {} {} {}: expected {} found {}",
-                m.device_id, m.metric, m.resolution, m.field, m.expected, m.found
-            );
-        }
-        if self.mismatches.len() > 20 {
-            let _ = writeln!(s, "... and {} more", self.mismatches.len() - 20);
-        }
-        let _ = writeln!(
-            s,
-            "{}",
-            if self.ok() {
-                "OK: hot windows match the ledger exactly"
-            } else {
-                "FAILED"
-            }
+        render_tail(
+            &mut s,
+            &self.mismatches,
+            self.ok(),
+            "OK: hot windows match the ledger exactly",
         );
         s
     }
+}
+
+/// The end of a verify report: the first 20 mismatches, then OK or FAILED.
+pub(crate) fn render_tail(s: &mut String, mismatches: &[Mismatch], ok: bool, ok_line: &str) {
+    for m in mismatches.iter().take(20) {
+        let _ = writeln!(
+            s,
+            "MISMATCH {} {} {} {}: expected {} found {}",
+            m.device_id, m.metric, m.resolution, m.field, m.expected, m.found
+        );
+    }
+    if mismatches.len() > 20 {
+        let _ = writeln!(s, "... and {} more", mismatches.len() - 20);
+    }
+    let _ = writeln!(s, "{}", if ok { ok_line } else { "FAILED" });
 }
 
 /// The fields in which a store's (count, sum, min, max) differs from a ledger

@@ -23,7 +23,7 @@ use devices::ledger::Ledger;
 use serde::Serialize;
 
 use crate::{
-    verify::{diff_entry, Mismatch},
+    verify::{diff_entry, render_tail, Mismatch},
     Error, Result,
 };
 
@@ -102,24 +102,11 @@ impl ColdReport {
         for d in &self.duplicate_examples {
             let _ = writeln!(s, "DUPLICATE {d}");
         }
-        for m in self.mismatches.iter().take(20) {
-            let _ = writeln!(
-                s,
-                "MISMATCH {} {} {} {}: expected {} found {}",
-                m.device_id, m.metric, m.resolution, m.field, m.expected, m.found
-            );
-        }
-        if self.mismatches.len() > 20 {
-            let _ = writeln!(s, "... and {} more", self.mismatches.len() - 20);
-        }
-        let _ = writeln!(
-            s,
-            "{}",
-            if self.ok() {
-                "OK: ClickHouse and S3 match the ledger exactly"
-            } else {
-                "FAILED"
-            }
+        render_tail(
+            &mut s,
+            &self.mismatches,
+            self.ok(),
+            "OK: ClickHouse and S3 match the ledger exactly",
         );
         s
     }
