@@ -9,5 +9,6 @@ mod cold_outage;
 mod hot_path;
 mod observability;
 mod reconcile;
+mod reconcile_fleet;
 mod support;
 mod tls;

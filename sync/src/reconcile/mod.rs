@@ -22,7 +22,10 @@
 //!    or deletes them ([`hot::repair`]); each is a compare-and-set against
 //!    what was read, so a flush that landed meanwhile is not undone (it is
 //!    counted as a conflict and looked at again next run). Unsealed buckets
-//!    are never touched.
+//!    are never touched. A repair that writes a bucket also raises the
+//!    device's latest view (value, ts and `seen`, to the bucket's last event
+//!    time) and its score in the fleet index, never lowering either: after a
+//!    rebuild the active-devices API lists the devices again.
 //!
 //! The seal delay is the assumption everything rests on: by the time a bucket
 //! is sealed, every reading of it has reached ClickHouse. A cold path that
@@ -461,6 +464,7 @@ impl Reconciler {
             let (dev, hot) = j.map_err(|e| Error::Arg(format!("reconcile task failed: {e}")))?;
             hot_by_dev.insert(dev, hot?);
         }
+        let mut restored_seen = Vec::new();
         for dev in chunk {
             let cold = cold.remove(dev.as_str()).unwrap_or_default();
             let mut hot: BTreeMap<(i64, String), Stored> = BTreeMap::new();
@@ -514,6 +518,7 @@ impl Reconciler {
                     },
                 ));
             }
+            let mut newest_restored: Option<i64> = None;
             for (start, entries) in fixes {
                 let (classes, repairs): (Vec<Class>, Vec<MetricRepair>) =
                     entries.into_iter().unzip();
@@ -521,15 +526,25 @@ impl Reconciler {
                     .repairer
                     .repair_bucket(dev, &span.res, start, &repairs, now_ms)
                     .await?;
-                for (class, ok) in classes.into_iter().zip(applied) {
+                for ((class, ok), r) in classes.into_iter().zip(applied).zip(&repairs) {
                     if ok {
                         *report.repaired.entry(class).or_default() += 1;
+                        if let Some(v) = r.value {
+                            newest_restored = newest_restored.max(Some(v.last_ts_ms));
+                        }
                     } else {
                         report.conflicts += 1;
                     }
                 }
             }
+            if let Some(ts) = newest_restored {
+                restored_seen.push((dev.clone(), ts));
+            }
         }
+        // The bucket script raised each device's latest view and `seen`; the
+        // fleet index is another slot's key, raised here (ZADD GT: a device
+        // that published meanwhile keeps its newer score).
+        self.repairer.index_devices(&restored_seen).await?;
         Ok(())
     }
 }
