@@ -11,4 +11,5 @@ mod observability;
 mod reconcile;
 mod reconcile_fleet;
 mod support;
+mod sync_metrics;
 mod tls;
