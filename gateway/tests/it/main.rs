@@ -13,6 +13,7 @@ mod import_parquet;
 mod observability;
 mod reconcile;
 mod reconcile_fleet;
+mod resume;
 mod support;
 mod sync_metrics;
 mod tls;
