@@ -148,9 +148,11 @@ impl Gateway {
 }
 
 /// The reconciler loop (`[sync]`), with its own store clients: the cold
-/// pipeline's sinks stay private to it. Their request metrics go to a
-/// private registry so they do not collide with the pipeline's; the
-/// reconciler's own metrics are on the gateway's.
+/// pipeline's sinks stay private to it. The sinks' `thermocline_cold_*`
+/// metrics go to a private registry so they do not collide with the
+/// pipeline's; the reconciler counts its store requests itself, as
+/// `thermocline_sync_store_*` on the gateway's registry with its other
+/// metrics (see `sync::metrics`).
 async fn start_reconciler(
     cfg: &Config,
     reader: &hot::reader::Reader,

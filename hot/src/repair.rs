@@ -14,7 +14,11 @@
 //! creates gets the same expiry the writer gives it (bucket end + retention).
 //! The latest view is only ever raised: a repaired bucket whose last reading
 //! is newer than the latest view's (a rebuild after Redis lost its data) moves
-//! it forward; nothing moves it back.
+//! it forward, value and `seen` alike; nothing moves it back. `seen` restored
+//! this way is the newest *event* time (cold data keeps no arrival time per
+//! bucket), as a backfill's hot load sets it. The fleet index lives in another
+//! hash slot, so it is raised by [`Repairer::index_devices`] (`ZADD GT`), not
+//! by the bucket script.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -65,13 +69,16 @@ while a <= #ARGV do
         f[4], ARGV[n + 3], f[5], ARGV[n + 4], f[6], ARGV[n + 5])
       created = true
       local lt, lv = tonumber(ARGV[n + 5]), tonumber(ARGV[n + 4])
-      local cl = redis.call('HMGET', latest, 't:' .. m, 'v:' .. m)
-      local ct, cv = tonumber(cl[1]), tonumber(cl[2])
+      local cl = redis.call('HMGET', latest, 't:' .. m, 'v:' .. m, 'seen')
+      local ct, cv, cs = tonumber(cl[1]), tonumber(cl[2]), tonumber(cl[3])
+      local lexisted = redis.call('EXISTS', latest)
       if not ct or lt > ct or (lt == ct and lv > cv) then
-        local lexisted = redis.call('EXISTS', latest)
         redis.call('HSET', latest, 't:' .. m, ARGV[n + 5], 'v:' .. m, ARGV[n + 4])
-        if lexisted == 0 then redis.call('PEXPIREAT', latest, ARGV[2]) end
       end
+      if not cs or lt > cs then
+        redis.call('HSET', latest, 'seen', ARGV[n + 5])
+      end
+      if lexisted == 0 then redis.call('PEXPIREAT', latest, ARGV[2]) end
     end
     out[#out + 1] = 1
   else
@@ -230,6 +237,23 @@ impl Repairer {
             )));
         }
         Ok(applied.into_iter().map(|a| a == 1).collect())
+    }
+
+    /// Raises the fleet index (`{prefix}:devices`) to at least these times
+    /// (ms): `ZADD GT`, so a device seen later keeps its newer score. Used
+    /// after repairs that rebuilt a device's buckets, so the active-devices
+    /// API lists it again without waiting for it to publish.
+    pub async fn index_devices(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(self.keys.device_index()).arg("GT");
+        for (device, ts) in seen {
+            zadd.arg(*ts).arg(device.as_str());
+        }
+        let _: i64 = zadd.query_async(&mut self.conn.clone()).await?;
+        Ok(())
     }
 
     /// Takes or renews the reconcile lease for `holder` for `ttl`; true when

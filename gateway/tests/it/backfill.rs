@@ -12,7 +12,7 @@ use crate::{
     support::{redis_url, sim_config, unique, TestGateway},
 };
 
-fn run(args: &[&str], env: &[(String, String)]) -> (Output, serde_json::Value) {
+pub(crate) fn run(args: &[&str], env: &[(String, String)]) -> (Output, serde_json::Value) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -23,7 +23,7 @@ fn run(args: &[&str], env: &[(String, String)]) -> (Output, serde_json::Value) {
     (out, json)
 }
 
-fn show(out: &Output) -> String {
+pub(crate) fn show(out: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         out.status,
@@ -32,7 +32,7 @@ fn show(out: &Output) -> String {
     )
 }
 
-async fn clickhouse(sql: &str) {
+pub(crate) async fn clickhouse(sql: &str) {
     let r = reqwest::Client::new()
         .post(env_or(
             "THERMOCLINE_TEST_CLICKHOUSE_URL",
@@ -46,7 +46,7 @@ async fn clickhouse(sql: &str) {
     assert!(status.is_success(), "{sql}: {}", r.text().await.unwrap());
 }
 
-fn database(stores: &ColdStores) -> String {
+pub(crate) fn database(stores: &ColdStores) -> String {
     stores
         .env
         .iter()
@@ -57,14 +57,14 @@ fn database(stores: &ColdStores) -> String {
 }
 
 /// The stores' env plus a private Redis key prefix.
-fn env_with_hot(stores: &ColdStores, prefix: &str) -> Vec<(String, String)> {
+pub(crate) fn env_with_hot(stores: &ColdStores, prefix: &str) -> Vec<(String, String)> {
     let mut env = stores.env.clone();
     env.push(("THERMOCLINE__HOT__KEY_PREFIX".into(), prefix.into()));
     env.push(("THERMOCLINE__HOT__REDIS__URL".into(), redis_url()));
     env
 }
 
-fn hot_reader(prefix: &str) -> hot::reader::Reader {
+pub(crate) fn hot_reader(prefix: &str) -> hot::reader::Reader {
     let mut raw = hot::RawHotConfig::default();
     raw.redis.url = redis_url();
     raw.key_prefix = prefix.into();
@@ -76,7 +76,7 @@ fn hot_reader(prefix: &str) -> hot::reader::Reader {
     )
 }
 
-async fn drop_redis_prefix(prefix: &str) {
+pub(crate) async fn drop_redis_prefix(prefix: &str) {
     let mut raw = hot::RawHotConfig::default();
     raw.redis.url = redis_url();
     let cfg = raw.validate().unwrap();

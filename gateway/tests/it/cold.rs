@@ -92,7 +92,7 @@ impl ColdStores {
             .collect()
     }
 
-    fn config(&self) -> cold::pipeline::ColdConfig {
+    pub fn config(&self) -> cold::pipeline::ColdConfig {
         gateway::config::load_with_env(None, self.env.clone())
             .unwrap()
             .validate()

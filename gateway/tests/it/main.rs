@@ -4,10 +4,16 @@
 //! under its own key prefix, client id, database and S3 prefix.
 
 mod backfill;
+mod backfill_hot;
 mod cold;
 mod cold_outage;
+mod fixtures;
 mod hot_path;
+mod import_parquet;
 mod observability;
 mod reconcile;
+mod reconcile_fleet;
+mod resume;
 mod support;
+mod sync_metrics;
 mod tls;

@@ -14,11 +14,14 @@ use crate::{
     support::{redis_url, sim_config, unique, TestGateway},
 };
 
-const SEAL: &str = "2s";
+pub(crate) const SEAL: &str = "2s";
 
 /// The stores of one test and a gateway on them (its own reconciler off
 /// unless `extra` turns it on: these tests drive `thermocline reconcile`).
-async fn setup(name: &str, extra: &[(&str, &str)]) -> (Mosquitto, ColdStores, TestGateway) {
+pub(crate) async fn setup(
+    name: &str,
+    extra: &[(&str, &str)],
+) -> (Mosquitto, ColdStores, TestGateway) {
     let broker = Mosquitto::start().await.unwrap();
     let stores = ColdStores::new(name);
     let mut env = stores.env_refs();
@@ -30,7 +33,11 @@ async fn setup(name: &str, extra: &[(&str, &str)]) -> (Mosquitto, ColdStores, Te
 }
 
 /// `thermocline reconcile ARGS` against the test's stores: (success, stdout).
-fn reconcile_cli(stores: &ColdStores, gw: &TestGateway, args: &[&str]) -> (bool, String) {
+pub(crate) fn reconcile_cli(
+    stores: &ColdStores,
+    gw: &TestGateway,
+    args: &[&str],
+) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
         .arg("reconcile")
         .args(args)
@@ -51,7 +58,7 @@ fn reconcile_cli(stores: &ColdStores, gw: &TestGateway, args: &[&str]) -> (bool,
 
 /// A reader of only the finest (10 s) resolution: the one whose buckets seal
 /// within seconds of a run's end.
-fn reader_10s(gw: &TestGateway) -> hot::reader::Reader {
+pub(crate) fn reader_10s(gw: &TestGateway) -> hot::reader::Reader {
     let cfg = gw.hot_config();
     hot::reader::Reader::new(
         hot::connect::connect(&cfg.redis).unwrap(),
@@ -63,13 +70,13 @@ fn reader_10s(gw: &TestGateway) -> hot::reader::Reader {
     )
 }
 
-async fn redis(gw: &TestGateway) -> redis::aio::ConnectionManager {
+pub(crate) async fn redis(gw: &TestGateway) -> redis::aio::ConnectionManager {
     hot::connect::connect(&gw.hot_config().redis).unwrap()
 }
 
 /// Deletes the keys of `pattern` under the test's prefix (never FLUSHALL:
 /// the Redis is shared). Returns how many.
-async fn delete_keys(gw: &TestGateway, pattern: &str) -> usize {
+pub(crate) async fn delete_keys(gw: &TestGateway, pattern: &str) -> usize {
     let mut conn = redis(gw).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:{pattern}", gw.prefix))
@@ -87,7 +94,7 @@ async fn delete_keys(gw: &TestGateway, pattern: &str) -> usize {
 }
 
 /// Sleeps until every 10 s bucket up to `last_ts` is sealed (plus a margin).
-async fn wait_sealed(last_ts: i64) {
+pub(crate) async fn wait_sealed(last_ts: i64) {
     let sealed_at = (last_ts.div_euclid(10_000) + 1) * 10_000 + 2_000 + 300;
     let wait = sealed_at - hot::service::now_ms();
     if wait > 0 {
@@ -95,7 +102,10 @@ async fn wait_sealed(last_ts: i64) {
     }
 }
 
-async fn verify(reader: &hot::reader::Reader, ledger: &Ledger) -> sync::verify::HotReport {
+pub(crate) async fn verify(
+    reader: &hot::reader::Reader,
+    ledger: &Ledger,
+) -> sync::verify::HotReport {
     sync::verify::verify_hot(reader, ledger, hot::service::now_ms())
         .await
         .unwrap()

@@ -485,3 +485,76 @@ async fn repair_replaces_one_metric_and_never_undoes_a_newer_flush() {
     assert_eq!(rep.lease_holder().await.unwrap().as_deref(), Some("gw-a"));
     ctx.cleanup().await;
 }
+
+/// A rebuild after Redis lost a device: the repair recreates its latest view
+/// with `seen` (the newest event time restored) and `index_devices` puts it
+/// back in the fleet index; neither moves a newer view or score back.
+#[tokio::test]
+async fn repair_restores_seen_and_fleet_index_without_lowering_them() {
+    use hot::repair::{Expect, MetricRepair, Repairer};
+    let ctx = Ctx::new("repair-seen").await;
+    let rep = Repairer::new(ctx.conn.clone(), ctx.keys.clone(), &ctx.res);
+    let now = now_ms();
+    let ts = now - 120_000;
+    let res = &ctx.res[0];
+    let (lost, live) = (dev("rs-lost"), dev("rs-live"));
+    let fix = |ts: i64, v: f64| MetricRepair {
+        metric: metric("t"),
+        expect: Expect::Absent,
+        value: Some(Agg::one(ts, v)),
+    };
+
+    // Nothing in Redis: the repair creates latest with value, ts and seen.
+    let applied = rep
+        .repair_bucket(&lost, res, res.bucket_start(ts), &[fix(ts, 3.0)], now)
+        .await
+        .unwrap();
+    assert_eq!(applied, [true]);
+    let latest = ctx.reader().latest(&lost).await.unwrap().unwrap();
+    assert_eq!(latest.last_seen_ms, ts);
+    assert_eq!(latest.metrics["t"].ts_ms, ts);
+    assert_eq!(latest.metrics["t"].value, 3.0);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(ctx.keys.latest(&lost))
+        .query_async(&mut ctx.conn.clone())
+        .await
+        .unwrap();
+    assert!(ttl > 0, "a recreated latest view has an expiry: {ttl}");
+
+    // A device that published after the loss: newer view and score stay.
+    let mut a = Aggregator::new(ctx.res.clone(), Dedup::new(64, 16));
+    a.ingest(&msg("rs-live", 9, now - 1_000, &[("t", 9.0)]), now);
+    ctx.writer().write(&a.take(), now).await.unwrap();
+    let applied = rep
+        .repair_bucket(&live, res, res.bucket_start(ts), &[fix(ts, 4.0)], now)
+        .await
+        .unwrap();
+    assert_eq!(applied, [true]);
+    let latest = ctx.reader().latest(&live).await.unwrap().unwrap();
+    assert_eq!(latest.last_seen_ms, now, "seen moved back");
+    assert_eq!(latest.metrics["t"].ts_ms, now - 1_000);
+    assert_eq!(latest.metrics["t"].value, 9.0);
+
+    rep.index_devices(&[(lost.clone(), ts), (live.clone(), ts)])
+        .await
+        .unwrap();
+    rep.index_devices(&[]).await.unwrap();
+    let active = ctx.reader().active_devices(ts - 1, 10).await.unwrap();
+    assert_eq!(
+        active,
+        [("rs-live".to_string(), now), ("rs-lost".to_string(), ts)]
+    );
+    // Raised, never lowered.
+    rep.index_devices(&[(lost.clone(), ts + 5), (live.clone(), ts - 5)])
+        .await
+        .unwrap();
+    let active = ctx.reader().active_devices(ts - 1, 10).await.unwrap();
+    assert_eq!(
+        active,
+        [
+            ("rs-live".to_string(), now),
+            ("rs-lost".to_string(), ts + 5)
+        ]
+    );
+    ctx.cleanup().await;
+}

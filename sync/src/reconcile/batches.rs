@@ -13,7 +13,10 @@ use cold::{
 };
 use serde::Serialize;
 
-use crate::Result;
+use crate::{
+    metrics::{observe, StoreMetrics, STORE_CLICKHOUSE, STORE_S3},
+    Result,
+};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BatchReport {
@@ -30,14 +33,23 @@ pub struct BatchReport {
 pub async fn check_batches(
     ch: &ClickHouseSink,
     s3: &S3Sink,
+    metrics: Option<&StoreMetrics>,
     from_ms: i64,
     to_ms: i64,
     reload: bool,
 ) -> Result<BatchReport> {
     let lo = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let hi = (to_ms - 1).div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS;
-    let keys = s3.list_batches(lo..hi).await?;
-    let known: HashSet<String> = ch.batch_ids(lo, hi - 1).await?.into_iter().collect();
+    let keys = observe(metrics, STORE_S3, "list", s3.list_batches(lo..hi)).await?;
+    let known: HashSet<String> = observe(
+        metrics,
+        STORE_CLICKHOUSE,
+        "batch_ids",
+        ch.batch_ids(lo, hi - 1),
+    )
+    .await?
+    .into_iter()
+    .collect();
     let mut report = BatchReport {
         s3_batches: keys.len() as u64,
         ..Default::default()
@@ -57,13 +69,19 @@ pub async fn check_batches(
         if !reload {
             continue;
         }
-        let rows = s3.get_batch(&key).await?;
+        let rows = observe(metrics, STORE_S3, "get", s3.get_batch(&key)).await?;
         let batch = Batch {
             id,
             hour_start_ms,
             rows,
         };
-        ch.insert_batch(&batch, &key).await?;
+        observe(
+            metrics,
+            STORE_CLICKHOUSE,
+            "insert_batch",
+            ch.insert_batch(&batch, &key),
+        )
+        .await?;
         tracing::info!(
             key,
             rows = batch.rows.len(),

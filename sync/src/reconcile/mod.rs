@@ -22,7 +22,10 @@
 //!    or deletes them ([`hot::repair`]); each is a compare-and-set against
 //!    what was read, so a flush that landed meanwhile is not undone (it is
 //!    counted as a conflict and looked at again next run). Unsealed buckets
-//!    are never touched.
+//!    are never touched. A repair that writes a bucket also raises the
+//!    device's latest view (value, ts and `seen`, to the bucket's last event
+//!    time) and its score in the fleet index, never lowering either: after a
+//!    rebuild the active-devices API lists the devices again.
 //!
 //! The seal delay is the assumption everything rests on: by the time a bucket
 //! is sealed, every reading of it has reached ClickHouse. A cold path that
@@ -53,7 +56,11 @@ use hot::{
 };
 use serde::Serialize;
 
-use crate::{metrics::ReconcileMetrics, timearg::fmt_ms, Error, Result};
+use crate::{
+    metrics::{observe, ReconcileMetrics, StoreMetrics, STORE_CLICKHOUSE, STORE_S3},
+    timearg::fmt_ms,
+    Error, Result,
+};
 pub use batches::BatchReport;
 pub use diff::{classify, Class};
 pub use plan::{plan, Span};
@@ -298,19 +305,26 @@ impl Reconciler {
         &self.repairer
     }
 
+    /// Where the run's store requests are counted, if anywhere.
+    fn store(&self) -> Option<&StoreMetrics> {
+        self.metrics.as_ref().map(|m| &m.store)
+    }
+
     /// One round trip to each store, each failure naming the store.
     pub async fn check_reachable(&self) -> Result<()> {
         self.repairer.ping().await.map_err(|e| Error::Unreachable {
             store: "redis",
             source: Box::new(e.into()),
         })?;
-        self.ch.ping().await.map_err(|e| Error::Unreachable {
-            store: "clickhouse",
-            source: Box::new(e.into()),
-        })?;
+        observe(self.store(), STORE_CLICKHOUSE, "ping", self.ch.ping())
+            .await
+            .map_err(|e| Error::Unreachable {
+                store: "clickhouse",
+                source: Box::new(e.into()),
+            })?;
         if let Some(s3) = &self.s3 {
             // One ListObjectsV2 of an empty hour: reaches the bucket, reads nothing.
-            s3.list_batches(0..1)
+            observe(self.store(), STORE_S3, "list", s3.list_batches(0..1))
                 .await
                 .map_err(|e| Error::Unreachable {
                     store: "s3",
@@ -349,8 +363,15 @@ impl Reconciler {
         };
         if let (true, Some(s3)) = (opts.check_batches, &self.s3) {
             if opts.from_ms < sealed_to {
-                let b = batches::check_batches(&self.ch, s3, opts.from_ms, sealed_to, opts.repair)
-                    .await?;
+                let b = batches::check_batches(
+                    &self.ch,
+                    s3,
+                    self.store(),
+                    opts.from_ms,
+                    sealed_to,
+                    opts.repair,
+                )
+                .await?;
                 if let Some(m) = &self.metrics {
                     m.batches_reloaded.inc_by(b.reloaded);
                 }
@@ -391,7 +412,14 @@ impl Reconciler {
             return Ok(set.into_iter().collect());
         }
         let mut set = BTreeSet::new();
-        for d in self.ch.devices_in_range(lo, hi).await? {
+        let in_range = observe(
+            self.store(),
+            STORE_CLICKHOUSE,
+            "devices_in_range",
+            self.ch.devices_in_range(lo, hi),
+        )
+        .await?;
+        for d in in_range {
             match DeviceId::parse(&d) {
                 Ok(id) => {
                     set.insert(id);
@@ -418,15 +446,18 @@ impl Reconciler {
         report: &mut Report,
     ) -> Result<()> {
         let ids: Vec<&str> = chunk.iter().map(DeviceId::as_str).collect();
-        let rows = self
-            .ch
-            .fleet_bucket_aggregates(
+        let rows = observe(
+            self.store(),
+            STORE_CLICKHOUSE,
+            "bucket_aggregates",
+            self.ch.fleet_bucket_aggregates(
                 DeviceFilter::Devices(&ids),
                 span.res.width_ms,
                 span.start_ms,
                 span.end_ms,
-            )
-            .await?;
+            ),
+        )
+        .await?;
         // device → (start, metric) → agg
         let mut cold: HashMap<String, BTreeMap<(i64, String), Agg>> = HashMap::new();
         for r in rows {
@@ -461,6 +492,7 @@ impl Reconciler {
             let (dev, hot) = j.map_err(|e| Error::Arg(format!("reconcile task failed: {e}")))?;
             hot_by_dev.insert(dev, hot?);
         }
+        let mut restored_seen = Vec::new();
         for dev in chunk {
             let cold = cold.remove(dev.as_str()).unwrap_or_default();
             let mut hot: BTreeMap<(i64, String), Stored> = BTreeMap::new();
@@ -514,6 +546,7 @@ impl Reconciler {
                     },
                 ));
             }
+            let mut newest_restored: Option<i64> = None;
             for (start, entries) in fixes {
                 let (classes, repairs): (Vec<Class>, Vec<MetricRepair>) =
                     entries.into_iter().unzip();
@@ -521,15 +554,25 @@ impl Reconciler {
                     .repairer
                     .repair_bucket(dev, &span.res, start, &repairs, now_ms)
                     .await?;
-                for (class, ok) in classes.into_iter().zip(applied) {
+                for ((class, ok), r) in classes.into_iter().zip(applied).zip(&repairs) {
                     if ok {
                         *report.repaired.entry(class).or_default() += 1;
+                        if let Some(v) = r.value {
+                            newest_restored = newest_restored.max(Some(v.last_ts_ms));
+                        }
                     } else {
                         report.conflicts += 1;
                     }
                 }
             }
+            if let Some(ts) = newest_restored {
+                restored_seen.push((dev.clone(), ts));
+            }
         }
+        // The bucket script raised each device's latest view and `seen`; the
+        // fleet index is another slot's key, raised here (ZADD GT: a device
+        // that published meanwhile keeps its newer score).
+        self.repairer.index_devices(&restored_seen).await?;
         Ok(())
     }
 }
