@@ -135,7 +135,8 @@ impl GatewayProc {
         );
         let conf_path = dir.path().join("gateway.toml");
         std::fs::write(&conf_path, conf)?;
-        let log_path = dir.path().join("gateway.log");
+        // Outside the tempdir, so a failed run's log can be kept (see `stop`).
+        let log_path = std::env::temp_dir().join(format!("thermocline-bench-{}.log", spec.id));
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(spec.bin);
         cmd.arg("run")
@@ -293,7 +294,9 @@ impl GatewayProc {
     /// Stops the gateway (SIGTERM, its ordered shutdown; SIGKILL after 15 s),
     /// then removes its persistent session from the broker so the broker does
     /// not keep queueing messages for a subscriber that is gone.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// The whole log is kept (and its path printed) when `keep_log`, e.g.
+    /// after a failed run; otherwise it is deleted.
+    pub async fn stop(mut self, keep_log: bool) -> anyhow::Result<()> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .stdout(Stdio::null())
@@ -305,6 +308,11 @@ impl GatewayProc {
             .is_err()
         {
             let _ = self.child.kill().await;
+        }
+        if keep_log {
+            eprintln!("gateway log kept: {}", self.log_path.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log_path);
         }
         forget_session(self.broker_port, &self.client_id).await
     }

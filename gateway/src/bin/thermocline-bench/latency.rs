@@ -135,7 +135,7 @@ pub async fn measure(
         probe_every,
     )
     .await;
-    env.stop_gateway(gw).await?;
+    env.stop_gateway(gw, result.is_err()).await?;
     result
 }
 

@@ -235,7 +235,7 @@ impl Env {
             gw.wait_written(3, POLL, STALL).await.map(|_| ())
         };
         if let Err(e) = warm {
-            let _ = self.stop_gateway(gw).await;
+            let _ = self.stop_gateway(gw, true).await;
             return Err(e.context("warm-up message did not go through"));
         }
         Ok(gw)
@@ -276,7 +276,7 @@ impl Env {
             })
         }
         .await;
-        self.stop_gateway(gw).await?;
+        self.stop_gateway(gw, result.is_err()).await?;
         result
     }
 
@@ -319,7 +319,7 @@ impl Env {
             })
         }
         .await;
-        self.stop_gateway(gw).await?;
+        self.stop_gateway(gw, result.is_err()).await?;
         result
     }
 
@@ -327,10 +327,10 @@ impl Env {
     /// from run to run, and the shared instance is left as it was), and its
     /// ClickHouse database when it had the cold path on. Its S3 objects stay
     /// (under its own prefix) with the S3 server's data.
-    pub async fn stop_gateway(&self, gw: GatewayProc) -> anyhow::Result<()> {
+    pub async fn stop_gateway(&self, gw: GatewayProc, keep_log: bool) -> anyhow::Result<()> {
         let prefix = gw.key_prefix.clone();
         let cold = gw.cold;
-        gw.stop().await?;
+        gw.stop(keep_log).await?;
         if let (true, Some(stores)) = (cold, &self.cold) {
             let db = ColdStores::database(&prefix);
             crate::gateway::clickhouse(
