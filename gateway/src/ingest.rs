@@ -10,17 +10,24 @@
 //! queued).
 //!
 //! Acks: with the cold path on, rumqttc's manual acks are used. Each QoS 1
-//! publish goes with its spool ticket into the ack queue; the ack task waits
-//! for the tickets in order (the spool resolves them in append order after
-//! each group commit) and acks the publishes in the order they arrived, as
-//! MQTT requires. The queue cannot fill: the broker never has more than
-//! 65,535 unacked publishes (packet ids) in flight. With the cold path off,
-//! rumqttc acks on receipt as before.
+//! publish's packet id goes with its spool record's end into [`Acks`], in
+//! arrival order. Before every poll of the event loop, and whenever the spool's
+//! group commit makes the oldest of them durable, the PUBACKs of every publish
+//! whose record is durable are written straight to the connection, in order,
+//! with one flush. They do not go through rumqttc's request channel: its event
+//! loop takes one request per poll and gives reading the socket an equal
+//! chance, so under a steady stream acks fell behind reception, the unacked set
+//! grew past what a bounded queue holds (the broker does not always keep to
+//! its in-flight window), and a full queue stopped the very loop that writes
+//! the acks: ingestion stalled for good. Here acks never wait on reading, and
+//! at most `mqtt.max_unacked` publishes are taken before their acks are out.
+//! With the cold path off, rumqttc acks on receipt as before.
 //! Rejected messages are counted by reason and logged at debug level; they
 //! never stop the loop. Connection errors are retried with capped exponential
 //! backoff; the subscription is (re)made on every ConnAck.
 
 use std::{
+    collections::VecDeque,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -28,11 +35,12 @@ use std::{
     time::Duration,
 };
 
-use cold::{pipeline::ColdIngest, spool::DurableTicket};
+use cold::{pipeline::ColdIngest, row::SpoolPos, spool::DurableWatch};
 use devices::{config::DevicesConfig, decode::decode};
 use hot::{service::now_ms, HotSender};
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeReasonCode};
-use tokio::sync::mpsc;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, Packet, PubAck, QoS, StateError, SubscribeReasonCode,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{metrics::IngestMetrics, mqtt::MqttConfig};
@@ -59,19 +67,71 @@ pub struct Ingest {
     pub cold: Option<ColdIngest>,
 }
 
-/// More than the broker can have in flight (16-bit packet ids), so ingest
-/// never waits on the ack queue.
-const ACK_QUEUE: usize = 65_536;
+/// QoS 1 publishes spooled but not acked yet: (packet id, end of the spool
+/// record), in arrival order, which is the order MQTT requires for the acks.
+struct Acks {
+    queue: VecDeque<(u16, SpoolPos)>,
+    /// `mqtt.max_unacked`: reached only when the broker ignores its in-flight
+    /// window and the spool's commits lag; ingest then stops polling until
+    /// the oldest records are durable and acked.
+    max: usize,
+    durable: DurableWatch,
+    gauge: prometheus::IntGauge,
+}
 
-/// Acks each publish once its spool record is durable, in arrival order.
-async fn ack_in_order(client: AsyncClient, mut queue: mpsc::Receiver<(Publish, DurableTicket)>) {
-    while let Some((publish, ticket)) = queue.recv().await {
-        if let Err(e) = ticket.wait().await {
-            tracing::error!(error = %e, "spool failed: no more acks (the broker redelivers)");
+impl Acks {
+    fn push(&mut self, pkid: u16, end: SpoolPos) {
+        self.queue.push_back((pkid, end));
+        self.gauge.inc();
+    }
+
+    fn is_full(&self) -> bool {
+        self.queue.len() >= self.max
+    }
+
+    /// The spool end the oldest unacked publish waits for, if it is not durable yet.
+    fn waiting_for(&self) -> Option<SpoolPos> {
+        self.queue
+            .front()
+            .map(|&(_, end)| end)
+            .filter(|&end| !self.durable.is_durable(end))
+    }
+
+    /// The connection is gone: the broker redelivers what was not acked (the
+    /// spool and the stores' dedup absorb the second copy).
+    fn clear(&mut self) {
+        self.gauge.sub(self.queue.len() as i64);
+        self.queue.clear();
+    }
+
+    /// Writes the PUBACKs of the publishes whose records are durable, oldest
+    /// first, and flushes once. On a write error the connection is broken:
+    /// the queue is cleared and the next poll reports the error.
+    async fn write_durable(&mut self, eventloop: &mut EventLoop) {
+        let Some(network) = eventloop.network.as_mut() else {
+            self.clear();
             return;
+        };
+        let mut written = 0i64;
+        let mut result: Result<(), StateError> = Ok(());
+        while let Some(&(pkid, end)) = self.queue.front() {
+            if !self.durable.is_durable(end) {
+                break;
+            }
+            result = network.write(Packet::PubAck(PubAck::new(pkid))).await;
+            if result.is_err() {
+                break;
+            }
+            self.queue.pop_front();
+            written += 1;
         }
-        if client.ack(&publish).await.is_err() {
-            return;
+        if written > 0 && result.is_ok() {
+            result = network.flush().await;
+        }
+        self.gauge.sub(written);
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "writing acks failed; the broker redelivers");
+            self.clear();
         }
     }
 }
@@ -83,16 +143,35 @@ impl Ingest {
         let mut options = self.mqtt.options();
         let manual_acks = self.cold.is_some();
         options.set_manual_acks(manual_acks);
-        let (client, mut eventloop) =
-            AsyncClient::new(options, if manual_acks { 1024 } else { 64 });
-        let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
-        let mut acker = tokio::spawn(ack_in_order(client.clone(), ack_rx));
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let mut acks = self.cold.as_ref().map(|cold| Acks {
+            queue: VecDeque::new(),
+            max: self.mqtt.max_unacked,
+            durable: cold.durable_watch(),
+            gauge: self.metrics.acks_pending.clone(),
+        });
         let mut backoff = self.mqtt.reconnect_min_delay;
         tracing::info!(host = %self.mqtt.host, port = self.mqtt.port, client_id = %self.mqtt.client_id, filter = %self.mqtt.subscription, "connecting to broker");
         loop {
+            let mut waiting_for = None;
+            let mut full = false;
+            if let Some(acks) = &mut acks {
+                acks.write_durable(&mut eventloop).await;
+                waiting_for = acks.waiting_for();
+                full = acks.is_full();
+            }
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                ev = eventloop.poll() => ev,
+                // The oldest unacked record became durable: write acks first.
+                r = wait_durable(acks.as_mut(), waiting_for), if waiting_for.is_some() => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "spool failed: no more acks (the broker redelivers); ingest stops");
+                        shutdown.cancel();
+                        break;
+                    }
+                    continue;
+                }
+                ev = eventloop.poll(), if !full => ev,
             };
             match event {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -103,8 +182,8 @@ impl Ingest {
                         // Waits while the spool is full: backpressure, never a drop.
                         match cold.spool(received_at_ms, &p.topic, &p.payload).await {
                             Ok(ticket) => {
-                                if p.qos != QoS::AtMostOnce {
-                                    let _ = ack_tx.send((p.clone(), ticket)).await;
+                                if let (Some(acks), false) = (&mut acks, p.qos == QoS::AtMostOnce) {
+                                    acks.push(p.pkid, ticket.end());
                                 }
                             }
                             Err(e) => {
@@ -153,6 +232,9 @@ impl Ingest {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    if let Some(acks) = &mut acks {
+                        acks.clear();
+                    }
                     if self.state.connected.swap(false, Ordering::Relaxed) {
                         self.metrics.mqtt_disconnects.inc();
                     }
@@ -166,23 +248,23 @@ impl Ingest {
                 }
             }
         }
-        // Ack what is already spooled: the ack task drains its queue once the
-        // sender is gone, and the event loop must be polled to write the acks.
-        // Publishes arriving meanwhile are neither spooled nor acked: the
-        // broker redelivers them to the next session.
-        drop(ack_tx);
-        if manual_acks && self.state.connected() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                loop {
-                    tokio::select! {
-                        _ = &mut acker => break,
-                        ev = eventloop.poll() => if ev.is_err() { break },
+        // Ack what is already spooled, once durable (the spool commits within
+        // its interval). Publishes arriving meanwhile are neither spooled nor
+        // acked: the broker redelivers them to the next session.
+        if let Some(acks) = &mut acks {
+            if self.state.connected() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Some(&(_, end)) = acks.queue.back() {
+                        if acks.durable.wait_for(end).await.is_err() {
+                            break;
+                        }
+                        acks.write_durable(&mut eventloop).await;
                     }
-                }
-            })
-            .await;
+                })
+                .await;
+            }
+            acks.clear();
         }
-        acker.abort();
         self.disconnect(&client, &mut eventloop).await;
     }
 
@@ -211,5 +293,13 @@ impl Ingest {
         }
         self.metrics.mqtt_connected.set(0);
         tracing::info!("disconnected from broker");
+    }
+}
+
+/// Waits until the record ending at `end` is durable (cancel-safe).
+async fn wait_durable(acks: Option<&mut Acks>, end: Option<SpoolPos>) -> cold::Result<SpoolPos> {
+    match (acks, end) {
+        (Some(acks), Some(end)) => acks.durable.wait_for(end).await,
+        _ => std::future::pending().await,
     }
 }

@@ -13,6 +13,8 @@ pub struct IngestMetrics {
     pub messages_rejected: IntCounterVec,
     pub mqtt_connected: IntGauge,
     pub mqtt_disconnects: IntCounter,
+    /// QoS 1 publishes received and not yet acked (cold path on).
+    pub acks_pending: IntGauge,
 }
 
 impl IngestMetrics {
@@ -45,6 +47,11 @@ impl IngestMetrics {
                 "thermocline_ingest_mqtt_disconnects_total",
                 "Broker connections lost (each is retried with capped backoff).",
             )?,
+            acks_pending: IntGauge::new(
+                "thermocline_ingest_acks_pending",
+                "QoS 1 publishes received and not yet acked to the broker \
+                 (waiting for their spool record to be durable, or to be written).",
+            )?,
         };
         registry.register(Box::new(m.messages_received.clone()))?;
         registry.register(Box::new(m.payload_bytes.clone()))?;
@@ -52,6 +59,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.messages_rejected.clone()))?;
         registry.register(Box::new(m.mqtt_connected.clone()))?;
         registry.register(Box::new(m.mqtt_disconnects.clone()))?;
+        registry.register(Box::new(m.acks_pending.clone()))?;
         for r in RejectReason::ALL {
             m.messages_rejected.with_label_values(&[r.as_str()]);
         }

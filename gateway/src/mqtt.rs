@@ -33,6 +33,12 @@ pub struct RawMqttConfig {
     /// client drop the connection, and the broker would redeliver it forever.
     /// Set the broker's `message_size_limit` at or below it.
     pub max_packet_size: bytesize::ByteSize,
+    /// With the cold path on: the most QoS 1 publishes taken from the broker
+    /// before their acks are written (each waits for its spool fsync). At the
+    /// limit ingest stops reading until acks go out. 1-65535 (the packet-id
+    /// space); the broker's in-flight window (`max_inflight_messages`) should
+    /// be well below it, but a broker that ignores its own is held here.
+    pub max_unacked: u32,
     #[serde(with = "humantime_serde")]
     pub reconnect_min_delay: Duration,
     #[serde(with = "humantime_serde")]
@@ -66,6 +72,7 @@ impl Default for RawMqttConfig {
             qos: 1,
             keep_alive: Duration::from_secs(30),
             max_packet_size: bytesize::ByteSize::mib(16),
+            max_unacked: 65_535,
             reconnect_min_delay: Duration::from_millis(100),
             reconnect_max_delay: Duration::from_secs(10),
             username: None,
@@ -87,6 +94,7 @@ pub struct MqttConfig {
     pub qos: QoS,
     pub keep_alive: Duration,
     pub max_packet_bytes: usize,
+    pub max_unacked: usize,
     pub reconnect_min_delay: Duration,
     pub reconnect_max_delay: Duration,
     pub username: Option<String>,
@@ -173,6 +181,9 @@ impl RawMqttConfig {
                 format!("must exceed devices.max_payload_size ({max_payload_bytes} bytes) by at least 1 KiB"),
             ));
         }
+        if !(1..=65_535).contains(&self.max_unacked) {
+            return Err(invalid("max_unacked", "must be 1-65535"));
+        }
         if self.reconnect_min_delay.is_zero() || self.reconnect_max_delay < self.reconnect_min_delay
         {
             return Err(invalid(
@@ -214,6 +225,7 @@ impl RawMqttConfig {
             qos,
             keep_alive: self.keep_alive,
             max_packet_bytes,
+            max_unacked: self.max_unacked as usize,
             reconnect_min_delay: self.reconnect_min_delay,
             reconnect_max_delay: self.reconnect_max_delay,
             username: self.username,

@@ -59,7 +59,7 @@ use crate::{
     row::SpoolPos,
     s3::{S3Metrics, S3Sink},
     spool::{
-        DurableTicket, MessageRecord, Record, ReleaseTracker, Spool, SpoolHandle, SpoolMetrics,
+        DurableTicket, DurableWatch, MessageRecord, Record, ReleaseTracker, Spool, SpoolHandle, SpoolMetrics,
     },
     Error, Result,
 };
@@ -102,6 +102,11 @@ impl ColdIngest {
             .await
             .map_err(|_| Error::PipelineStopped)?;
         Ok(ticket)
+    }
+
+    /// A watch on the spool's durable end, for acking many records at once.
+    pub fn durable_watch(&self) -> DurableWatch {
+        self.spool.durable_watch()
     }
 }
 

@@ -301,26 +301,22 @@ impl Shared {
     }
 }
 
-/// Resolves once a record is durable (written and fsynced).
-pub struct DurableTicket {
-    end: SpoolPos,
+/// Watches the spool's durable end (everything before it is written and
+/// fsynced). Cheap to clone; one per consumer.
+#[derive(Clone)]
+pub struct DurableWatch {
     rx: watch::Receiver<Durable>,
 }
 
-impl DurableTicket {
-    /// The end of the record this ticket waits for.
-    pub fn end(&self) -> SpoolPos {
-        self.end
+impl DurableWatch {
+    /// Whether every record ending at or before `end` is durable.
+    pub fn is_durable(&self, end: SpoolPos) -> bool {
+        self.rx.borrow().end >= end
     }
 
-    pub fn is_durable(&self) -> bool {
-        self.rx.borrow().end >= self.end
-    }
-
-    /// Waits until the record is durable; an error when the spool failed or was
-    /// closed before that.
-    pub async fn wait(mut self) -> Result<SpoolPos> {
-        let end = self.end;
+    /// Waits until the records ending at or before `end` are durable; an
+    /// error when the spool failed or was closed before that. Cancel-safe.
+    pub async fn wait_for(&mut self, end: SpoolPos) -> Result<SpoolPos> {
         let closed = || Error::Io {
             path: "spool".into(),
             source: io::Error::new(io::ErrorKind::BrokenPipe, "spool closed"),
@@ -338,6 +334,29 @@ impl DurableTicket {
             }),
             _ => Ok(d.end),
         }
+    }
+}
+
+/// Resolves once a record is durable (written and fsynced).
+pub struct DurableTicket {
+    end: SpoolPos,
+    watch: DurableWatch,
+}
+
+impl DurableTicket {
+    /// The end of the record this ticket waits for.
+    pub fn end(&self) -> SpoolPos {
+        self.end
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.watch.is_durable(self.end)
+    }
+
+    /// Waits until the record is durable; an error when the spool failed or was
+    /// closed before that.
+    pub async fn wait(mut self) -> Result<SpoolPos> {
+        self.watch.wait_for(self.end).await
     }
 }
 
@@ -383,8 +402,10 @@ impl SpoolHandle {
                         shared.wake_writer.notify_one();
                     }
                     shared.metrics.bytes.set(st.used as i64);
-                    let rx = shared.durable.subscribe();
-                    return Ok((pos, DurableTicket { end, rx }));
+                    let watch = DurableWatch {
+                        rx: shared.durable.subscribe(),
+                    };
+                    return Ok((pos, DurableTicket { end, watch }));
                 }
             }
             if waiting.0.is_none() {
@@ -414,6 +435,13 @@ impl SpoolHandle {
     pub async fn append_cut(&self, range: CutRange) -> Result<(SpoolPos, DurableTicket)> {
         let at_ms = now_ms();
         self.append(&Record::Cut(CutMarker { at_ms, range })).await
+    }
+
+    /// A watch on the durable end.
+    pub fn durable_watch(&self) -> DurableWatch {
+        DurableWatch {
+            rx: self.shared.durable.subscribe(),
+        }
     }
 
     /// Every record before this is durable.

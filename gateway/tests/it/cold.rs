@@ -378,3 +378,54 @@ async fn kill_9_mid_run_loses_and_duplicates_nothing() {
     drop(gw);
     stores.clean().await;
 }
+
+/// A broker that keeps no in-flight window (`max_inflight_messages 0`, as a
+/// misconfigured broker does, and Mosquitto 2.0.11 was seen to under a burst)
+/// and a spool that commits only every second: more QoS 1 publishes reach the
+/// gateway than it may hold unacked (`mqtt.max_unacked`, 2,000 here). Ingest
+/// must stop taking at the limit, keep writing acks as records become
+/// durable, and finish exact. (When acks went through a bounded queue and
+/// rumqttc's request channel, a full queue stopped the very loop that writes
+/// the acks, and ingestion stalled for good: the benchmark's cold runs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_an_inflight_window_cannot_stall_the_acks() {
+    let broker = Mosquitto::start_with("max_inflight_messages 0\n")
+        .await
+        .unwrap();
+    let stores = ColdStores::new("window");
+    let mut env = stores.env_refs();
+    env.extend([
+        ("THERMOCLINE__COLD__SPOOL__FSYNC_INTERVAL", "1s"),
+        ("THERMOCLINE__COLD__SPOOL__FLUSH_SIZE", "256MiB"),
+        ("THERMOCLINE__MQTT__MAX_UNACKED", "2000"),
+    ]);
+    let gw = TestGateway::start("coldwindow", &broker, &redis_url(), &env).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let fleet = tokio::spawn(devices::sim::run(sim_config(
+        &broker,
+        &unique("cw"),
+        200,
+        250,
+        0,
+    )));
+    let mut peak = 0.0f64;
+    while !fleet.is_finished() {
+        peak = peak.max(gw.metric("thermocline_ingest_acks_pending", None));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ledger = fleet.await.unwrap().unwrap();
+    assert_eq!(ledger.total_readings(), 150_000);
+    gw.wait_hot_done(150_000, Duration::from_secs(180)).await;
+    let report = stores.wait_exact(&ledger, Duration::from_secs(180)).await;
+    eprintln!("peak unacked publishes: {peak}\n{}", report.render());
+    // The limit was reached (the broker kept no window)...
+    assert_eq!(peak, 2_000.0, "peak unacked publishes");
+    // ...ingest never lost its connection, and acked everything in the end.
+    assert_eq!(gw.metric("thermocline_ingest_mqtt_disconnects_total", None), 0.0);
+    assert_eq!(gw.metric("thermocline_ingest_acks_pending", None), 0.0);
+    assert_eq!(report.clickhouse.found_readings, 150_000);
+    assert_eq!(report.s3.found_readings, 150_000);
+    gw.stop_and_clean().await;
+    stores.clean().await;
+}
