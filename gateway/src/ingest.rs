@@ -7,7 +7,9 @@
 //! hot path's bounded channel. When the spool, the cold pipeline or the hot
 //! path is full the task waits, the event loop is not polled, and TCP
 //! backpressure holds the broker's deliveries (a QoS 1 session keeps them
-//! queued).
+//! queued). While it waits it still writes durable acks and a PINGREQ every
+//! half keep-alive, so a long wait (a store outage filling the spool) does not
+//! cost the connection.
 //!
 //! Acks: with the cold path on, rumqttc's manual acks are used. Each QoS 1
 //! publish's packet id goes with its spool record's end into [`Acks`], in
@@ -175,12 +177,24 @@ impl Ingest {
             };
             match event {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    // The broker is alive: it just sent this. Under backpressure
+                    // the answer to rumqttc's last ping can sit unread behind
+                    // held deliveries for longer than the keep-alive, and
+                    // rumqttc would then drop a working connection.
+                    eventloop.state.await_pingresp = false;
                     self.metrics.messages_received.inc();
                     self.metrics.payload_bytes.inc_by(p.payload.len() as u64);
                     let received_at_ms = now_ms();
                     if let Some(cold) = &self.cold {
                         // Waits while the spool is full: backpressure, never a drop.
-                        match cold.spool(received_at_ms, &p.topic, &p.payload).await {
+                        let spooled = keep_alive_while(
+                            cold.spool(received_at_ms, &p.topic, &p.payload),
+                            &mut eventloop,
+                            acks.as_mut(),
+                            self.mqtt.keep_alive / 2,
+                        )
+                        .await;
+                        match spooled {
                             Ok(ticket) => {
                                 if let (Some(acks), false) = (&mut acks, p.qos == QoS::AtMostOnce) {
                                     acks.push(p.pkid, ticket.end());
@@ -202,7 +216,14 @@ impl Ingest {
                             // Waits while the hot path is full: backpressure. Not
                             // raced with shutdown, so a decoded message is never dropped
                             // here; the hot path keeps draining until its channel closes.
-                            if self.hot.send(msg).await.is_err() {
+                            let sent = keep_alive_while(
+                                self.hot.send(msg),
+                                &mut eventloop,
+                                acks.as_mut(),
+                                self.mqtt.keep_alive / 2,
+                            )
+                            .await;
+                            if sent.is_err() {
                                 tracing::error!("hot path stopped; ingest stops");
                                 break;
                             }
@@ -301,5 +322,51 @@ async fn wait_durable(acks: Option<&mut Acks>, end: Option<SpoolPos>) -> cold::R
     match (acks, end) {
         (Some(acks), Some(end)) => acks.durable.wait_for(end).await,
         _ => std::future::pending().await,
+    }
+}
+
+/// Awaits `wait` (the spool or the hot path applying backpressure, during which
+/// the event loop is not polled and the broker holds its deliveries), keeping
+/// the connection alive meanwhile: every `period` the acks of durable records
+/// and a PINGREQ are written straight to the connection. Without this a wait
+/// longer than 1.5 × keep-alive (an S3 outage filling the spool) made the
+/// broker drop the connection.
+async fn keep_alive_while<F: std::future::Future>(
+    wait: F,
+    eventloop: &mut EventLoop,
+    mut acks: Option<&mut Acks>,
+    period: Duration,
+) -> F::Output {
+    tokio::pin!(wait);
+    // The usual case: no wait at all, and no timer set up for it.
+    tokio::select! {
+        biased;
+        out = &mut wait => return out,
+        _ = std::future::ready(()) => {}
+    }
+    let start = tokio::time::Instant::now() + period;
+    let mut tick = tokio::time::interval_at(start, period);
+    loop {
+        tokio::select! {
+            out = &mut wait => return out,
+            _ = tick.tick() => {
+                if let Some(acks) = acks.as_deref_mut() {
+                    acks.write_durable(eventloop).await;
+                }
+                if let Some(network) = eventloop.network.as_mut() {
+                    let written = match network.write(Packet::PingReq).await {
+                        Ok(()) => network.flush().await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = written {
+                        tracing::debug!(error = %e, "keep-alive while waiting failed");
+                    }
+                }
+                // The PINGRESPs wait unread behind held deliveries; rumqttc
+                // must not take its own last ping as unanswered because of it.
+                eventloop.state.await_pingresp = false;
+                tracing::debug!("ingest waiting on backpressure; keep-alive sent");
+            }
+        }
     }
 }

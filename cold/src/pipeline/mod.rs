@@ -59,7 +59,8 @@ use crate::{
     row::SpoolPos,
     s3::{S3Metrics, S3Sink},
     spool::{
-        DurableTicket, DurableWatch, MessageRecord, Record, ReleaseTracker, Spool, SpoolHandle, SpoolMetrics,
+        DurableTicket, DurableWatch, MessageRecord, Record, ReleaseTracker, Spool, SpoolHandle,
+        SpoolMetrics,
     },
     Error, Result,
 };

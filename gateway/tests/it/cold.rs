@@ -422,7 +422,10 @@ async fn a_broker_without_an_inflight_window_cannot_stall_the_acks() {
     // The limit was reached (the broker kept no window)...
     assert_eq!(peak, 2_000.0, "peak unacked publishes");
     // ...ingest never lost its connection, and acked everything in the end.
-    assert_eq!(gw.metric("thermocline_ingest_mqtt_disconnects_total", None), 0.0);
+    assert_eq!(
+        gw.metric("thermocline_ingest_mqtt_disconnects_total", None),
+        0.0
+    );
     assert_eq!(gw.metric("thermocline_ingest_acks_pending", None), 0.0);
     assert_eq!(report.clickhouse.found_readings, 150_000);
     assert_eq!(report.s3.found_readings, 150_000);

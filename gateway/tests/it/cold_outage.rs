@@ -147,7 +147,9 @@ async fn clickhouse_then_s3_down_for_30s_ends_exact() {
 /// Item 4: a spool small enough to fill during a 30 s S3 outage. The gateway
 /// stops consuming (appends wait, /readyz says the spool is full), the broker
 /// keeps the messages for the persistent QoS 1 session, nothing is dropped,
-/// and the run ends exact once S3 returns.
+/// and the run ends exact once S3 returns. With a 5 s keep-alive the broker
+/// would drop a silent client after 7.5 s: the gateway keeps the connection
+/// alive while it waits, so it is never disconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_spool_backpressures_to_the_broker_and_ends_exact() {
     let private = PrivateStores::start();
@@ -157,6 +159,7 @@ async fn full_spool_backpressures_to_the_broker_and_ends_exact() {
             ("THERMOCLINE__COLD__SPOOL__SEGMENT_SIZE", "64KiB"),
             ("THERMOCLINE__COLD__SPOOL__MAX_SIZE", "256KiB"),
             ("THERMOCLINE__COLD__SPOOL__FLUSH_SIZE", "32KiB"),
+            ("THERMOCLINE__MQTT__KEEP_ALIVE", "5s"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
@@ -212,6 +215,12 @@ async fn full_spool_backpressures_to_the_broker_and_ends_exact() {
     assert!(
         broker.log().find("dropped").is_none(),
         "the broker dropped messages"
+    );
+    assert_eq!(
+        gw.metric("thermocline_ingest_mqtt_disconnects_total", None),
+        0.0,
+        "disconnected while waiting on the full spool; broker log:\n{}",
+        broker.log()
     );
     gw.stop_and_clean().await;
     stores.clean().await;
