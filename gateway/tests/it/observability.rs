@@ -1,7 +1,8 @@
 //! Operators' side: /metrics passes `promtool check metrics`, and every panel of
 //! the Grafana dashboard (config/grafana/dashboards) answers with data from a
-//! real Prometheus scraping a running gateway. Grafana itself is not installable
-//! here; its panels are just these queries.
+//! real Prometheus scraping a running gateway with the hot path, the cold path
+//! and the reconciler on. Grafana itself is not installable here; its panels
+//! are just these queries.
 
 use std::{
     process::Stdio,
@@ -11,12 +12,16 @@ use std::{
 use devices::testkit::Mosquitto;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{free_port, redis_url, sim_config, unique, TestGateway};
+use crate::{
+    cold::ColdStores,
+    support::{free_port, redis_url, sim_config, unique, TestGateway},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_lint_and_dashboard_queries_answer() {
     let broker = Mosquitto::start().await.unwrap();
-    let gw = TestGateway::start("obs", &broker, &redis_url(), &[]).await;
+    let stores = ColdStores::new("obs");
+    let gw = TestGateway::start("obs", &broker, &redis_url(), &stores.env_refs()).await;
     let fleet = tokio::spawn(devices::sim::run(sim_config(
         &broker,
         &unique("obs"),
@@ -152,4 +157,5 @@ async fn metrics_lint_and_dashboard_queries_answer() {
     let _ = prom.kill().await;
     fleet.await.unwrap().unwrap();
     gw.stop_and_clean().await;
+    stores.clean().await;
 }
