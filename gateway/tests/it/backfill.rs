@@ -32,7 +32,8 @@ pub(crate) fn show(out: &Output) -> String {
     )
 }
 
-pub(crate) async fn clickhouse(sql: &str) {
+/// Runs `sql` on the test ClickHouse (HTTP); its answer, or a panic naming it.
+pub(crate) async fn clickhouse(sql: &str) -> String {
     let r = reqwest::Client::new()
         .post(env_or(
             "THERMOCLINE_TEST_CLICKHOUSE_URL",
@@ -43,7 +44,9 @@ pub(crate) async fn clickhouse(sql: &str) {
         .await
         .unwrap();
     let status = r.status();
-    assert!(status.is_success(), "{sql}: {}", r.text().await.unwrap());
+    let text = r.text().await.unwrap();
+    assert!(status.is_success(), "{sql}: {text}");
+    text
 }
 
 pub(crate) fn database(stores: &ColdStores) -> String {

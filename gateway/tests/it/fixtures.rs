@@ -13,10 +13,7 @@ use cold::{
 use devices::{ledger::Ledger, DeviceId, MetricName};
 use tokio::task::JoinSet;
 
-use crate::{
-    backfill::database,
-    cold::{env_or, ColdStores},
-};
+use crate::{backfill::database, cold::ColdStores};
 
 /// The device id `i` of a fleet.
 pub fn device(prefix: &str, i: u32) -> String {
@@ -124,18 +121,7 @@ pub async fn put_batches(s3: &S3Sink, batches: &[Batch]) {
 /// One number from ClickHouse (`sql` may name `{db}`, the test's database).
 pub async fn ch_count(stores: &ColdStores, sql: &str) -> u64 {
     let sql = sql.replace("{db}", &database(stores));
-    let r = reqwest::Client::new()
-        .post(env_or(
-            "THERMOCLINE_TEST_CLICKHOUSE_URL",
-            "http://127.0.0.1:8123",
-        ))
-        .body(sql.clone())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    assert!(status.is_success(), "{sql}: {text}");
+    let text = crate::backfill::clickhouse(&sql).await;
     text.trim()
         .parse()
         .unwrap_or_else(|_| panic!("{sql}: {text:?}"))
