@@ -79,21 +79,6 @@ pub(crate) fn hot_reader(prefix: &str) -> hot::reader::Reader {
     )
 }
 
-pub(crate) async fn drop_redis_prefix(prefix: &str) {
-    let mut raw = hot::RawHotConfig::default();
-    raw.redis.url = redis_url();
-    let cfg = raw.validate().unwrap();
-    let mut conn = hot::connect::connect(&cfg.redis).unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-    }
-}
-
 /// Issue 4, check 3: a fleet through the gateway with the cold path on; then
 /// ClickHouse `readings` and `batches` are truncated; `backfill` over the
 /// run's range brings `verify --cold` back to exact; the same backfill again
@@ -366,6 +351,6 @@ async fn import_lands_valid_rows_exactly_once() {
         show(&out)
     );
 
-    drop_redis_prefix(&hot_prefix).await;
+    crate::fixtures::delete_prefix(&hot_prefix).await;
     stores.clean().await;
 }

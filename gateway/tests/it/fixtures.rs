@@ -144,12 +144,17 @@ pub async fn s3_objects(s3: &S3Sink, from_ms: i64, to_ms: i64) -> u64 {
 
 /// Deletes every Redis key under `prefix` (never FLUSHALL: Redis is shared).
 pub async fn delete_prefix(prefix: &str) -> usize {
+    delete_matching(&format!("{prefix}:*")).await
+}
+
+/// Deletes the Redis keys matching `pattern` (a `KEYS` pattern); how many.
+pub async fn delete_matching(pattern: &str) -> usize {
     let mut raw = hot::RawHotConfig::default();
     raw.redis.url = crate::support::redis_url();
     let cfg = raw.validate().unwrap();
     let mut conn = hot::connect::connect(&cfg.redis).unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
+        .arg(pattern)
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -77,20 +77,7 @@ pub(crate) async fn redis(gw: &TestGateway) -> redis::aio::ConnectionManager {
 /// Deletes the keys of `pattern` under the test's prefix (never FLUSHALL:
 /// the Redis is shared). Returns how many.
 pub(crate) async fn delete_keys(gw: &TestGateway, pattern: &str) -> usize {
-    let mut conn = redis(gw).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:{pattern}", gw.prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    keys.len()
+    crate::fixtures::delete_matching(&format!("{}:{pattern}", gw.prefix)).await
 }
 
 /// Sleeps until every 10 s bucket up to `last_ts` is sealed (plus a margin).
