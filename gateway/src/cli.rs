@@ -219,12 +219,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `verify --cold`: prints the report; true when it passed.
-async fn verify_cold(
-    cfg: &config::Config,
-    ledger: &devices::ledger::Ledger,
-    json: bool,
-) -> anyhow::Result<bool> {
+/// The cold stores for a one-shot command (verify, reconcile, backfill,
+/// import). Their request metrics go to a throwaway registry: nothing scrapes
+/// a command.
+pub(crate) struct ColdStores {
+    pub s3: cold::s3::S3Sink,
+    pub ch: cold::clickhouse::ClickHouseSink,
+}
+
+pub(crate) async fn cold_stores(cfg: &config::Config) -> anyhow::Result<ColdStores> {
     let registry = prometheus::Registry::new();
     let ch = cold::clickhouse::ClickHouseSink::connect(
         cfg.cold.clickhouse.clone(),
@@ -232,6 +235,16 @@ async fn verify_cold(
     )?;
     let s3 = cold::s3::S3Sink::connect(cfg.cold.s3.clone(), cold::s3::S3Metrics::new(&registry)?)
         .await?;
+    Ok(ColdStores { s3, ch })
+}
+
+/// `verify --cold`: prints the report; true when it passed.
+async fn verify_cold(
+    cfg: &config::Config,
+    ledger: &devices::ledger::Ledger,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let ColdStores { s3, ch } = cold_stores(cfg).await?;
     let report = sync::verify_cold::verify_cold(&ch, &s3, ledger)
         .await
         .context("verify --cold")?;

@@ -67,22 +67,6 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
-struct Stores {
-    s3: cold::s3::S3Sink,
-    ch: cold::clickhouse::ClickHouseSink,
-}
-
-async fn stores(cfg: &config::Config) -> anyhow::Result<Stores> {
-    let registry = prometheus::Registry::new();
-    let ch = cold::clickhouse::ClickHouseSink::connect(
-        cfg.cold.clickhouse.clone(),
-        cold::clickhouse::ClickHouseMetrics::new(&registry)?,
-    )?;
-    let s3 = cold::s3::S3Sink::connect(cfg.cold.s3.clone(), cold::s3::S3Metrics::new(&registry)?)
-        .await?;
-    Ok(Stores { s3, ch })
-}
-
 fn stop_on_signal() -> CancellationToken {
     let stop = CancellationToken::new();
     crate::shutdown::on_signal(stop.clone());
@@ -103,7 +87,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         .map(devices::DeviceId::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--device: {e}"))?;
-    let stores = stores(&cfg).await?;
+    let stores = crate::cli::cold_stores(&cfg).await?;
     let hot = if args.hot && !args.dry_run {
         Some(sync::hotload::HotLoader::new(&cfg.hot)?)
     } else {
@@ -149,7 +133,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| anyhow::anyhow!("--format {f:?}: expected ndjson, csv or parquet"))
         })
         .transpose()?;
-    let stores = stores(&cfg).await?;
+    let stores = crate::cli::cold_stores(&cfg).await?;
     let hot = if args.no_hot {
         None
     } else {

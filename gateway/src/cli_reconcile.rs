@@ -55,13 +55,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             devices::DeviceId::parse(d).map_err(|r| anyhow::anyhow!("--device {d:?}: {}", r.detail))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let registry = prometheus::Registry::new();
-    let ch = cold::clickhouse::ClickHouseSink::connect(
-        cfg.cold.clickhouse.clone(),
-        cold::clickhouse::ClickHouseMetrics::new(&registry)?,
-    )?;
-    let s3 = cold::s3::S3Sink::connect(cfg.cold.s3.clone(), cold::s3::S3Metrics::new(&registry)?)
-        .await?;
+    let crate::cli::ColdStores { s3, ch } = crate::cli::cold_stores(&cfg).await?;
     let keys = hot::keys::Keys::new(&cfg.hot.key_prefix);
     let conn = hot::connect::connect(&cfg.hot.redis)?;
     let reader = hot::reader::Reader::new(conn.clone(), keys.clone(), &cfg.hot.resolutions);
