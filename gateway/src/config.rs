@@ -240,6 +240,15 @@ mod tests {
             .to_string();
         assert!(e.contains("mqtt.qos"), "{e}");
 
+        for bad in ["0", "65536"] {
+            let e = load_with_env(None, env(&[("THERMOCLINE__MQTT__MAX_UNACKED", bad)]))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("mqtt.max_unacked"), "{bad}: {e}");
+        }
+
         let e = load_with_env(None, env(&[("THERMOCLINE__HTTP__LISTEN", "nowhere")]))
             .unwrap()
             .validate()

@@ -4,7 +4,8 @@
 //! Every test makes its own CA and server certificate (rcgen, `localhost` and
 //! 127.0.0.1 as SANs) in a temp dir, and starts its own servers on free ports:
 //! no key is committed and nothing depends on the machine's default servers.
-//! Each gateway gets its own key prefix and client id.
+//! Each gateway gets its own key prefix and client id. The Redis tests are in
+//! `tls_redis.rs`; the fixtures they share are here.
 
 use std::{
     io::Write,
@@ -14,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use devices::{testkit::Mosquitto, DeviceId, Message, MetricName, Reading};
+use devices::testkit::Mosquitto;
 use gateway::app::Gateway;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
@@ -22,23 +23,23 @@ use rumqttc::{
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-const MQTT_USER: &str = "gw-tls";
-const MQTT_PASS: &str = "mqtt-Pa55-0f-the-test";
+pub(crate) const MQTT_USER: &str = "gw-tls";
+pub(crate) const MQTT_PASS: &str = "mqtt-Pa55-0f-the-test";
 /// The gateway's Redis ACL user (the `default` user has its own password).
-const REDIS_USER: &str = "thermocline";
-const REDIS_PASS: &str = "redis-Pa55-0f-the-test";
-const REDIS_DEFAULT_PASS: &str = "redis-default-Pa55";
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const REDIS_USER: &str = "thermocline";
+pub(crate) const REDIS_PASS: &str = "redis-Pa55-0f-the-test";
+pub(crate) const REDIS_DEFAULT_PASS: &str = "redis-default-Pa55";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// A test CA and a server certificate it signed, as PEM files.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -101,14 +102,14 @@ async fn tls_broker(pki: &Pki) -> Mosquitto {
 
 /// A private redis-server: TLS only (`--port 0`), an ACL user for the gateway,
 /// a password on `default`. Killed on drop.
-struct TlsRedis {
-    port: u16,
+pub(crate) struct TlsRedis {
+    pub(crate) port: u16,
     _child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl TlsRedis {
-    async fn start(pki: &Pki) -> Self {
+    pub(crate) async fn start(pki: &Pki) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("thermocline-redis-")
             .tempdir()
@@ -166,24 +167,24 @@ impl TlsRedis {
         );
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("rediss://127.0.0.1:{}", self.port)
     }
 }
 
-fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+pub(crate) fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
 }
 
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     format!("tls-{name}-{}", std::process::id())
 }
 
 /// The gateway's environment for a TLS broker and a TLS Redis.
-fn gateway_env(
+pub(crate) fn gateway_env(
     name: &str,
     broker: &Mosquitto,
     mqtt_pass: &str,
@@ -208,11 +209,11 @@ fn gateway_env(
     ])
 }
 
-fn path(p: &Path) -> String {
+pub(crate) fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-async fn start_gateway(mut env: Vec<(String, String)>) -> Gateway {
+pub(crate) async fn start_gateway(mut env: Vec<(String, String)>) -> Gateway {
     // These tests are about TLS and credentials: hot path only (cold.rs covers the spool).
     env.insert(0, ("THERMOCLINE__COLD__ENABLED".into(), "false".into()));
     let cfg = gateway::config::load_with_env(None, env)
@@ -277,13 +278,13 @@ async fn publish(opts: MqttOptions, topic: &str, payloads: &[String]) {
     client.disconnect().await.unwrap();
 }
 
-async fn get(url: &str) -> (u16, String) {
+pub(crate) async fn get(url: &str) -> (u16, String) {
     let r = reqwest::get(url).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// The value of an unlabelled sample in the Prometheus text format.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, name: &str) -> Option<f64> {
     metrics.lines().find_map(|l| {
         let (n, v) = l.split_once(' ')?;
         (n == name).then(|| v.trim().parse().ok()).flatten()
@@ -293,7 +294,7 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 /// Captures this thread's tracing output (the tests run on a current-thread
 /// runtime, so the gateway's tasks log on this thread too).
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -487,183 +488,6 @@ async fn mqtt_wrong_password_is_refused_and_not_ready() {
     let text = logs.text();
     assert!(text.contains("broker connection failed"), "{text}");
     assert!(!text.contains(wrong), "the password in the logs:\n{text}");
-}
-
-fn hot_config(redis: &TlsRedis, pki: &Pki, name: &str, extra: &[(&str, String)]) -> hot::HotConfig {
-    let mut e = env(&[
-        ("THERMOCLINE__HOT__KEY_PREFIX", unique(name)),
-        ("THERMOCLINE__HOT__FLUSH_INTERVAL", "10ms".into()),
-        ("THERMOCLINE__HOT__REDIS__URL", redis.url()),
-        ("THERMOCLINE__HOT__REDIS__TLS_CA_FILE", path(&pki.ca)),
-    ]);
-    e.extend(env(extra));
-    gateway::config::load_with_env(None, e)
-        .unwrap()
-        .validate()
-        .unwrap()
-        .hot
-}
-
-fn message(device: &DeviceId, seq: u64, ts_ms: i64, value: f64) -> Message {
-    Message {
-        device_id: device.clone(),
-        seq: Some(seq),
-        readings: vec![Reading {
-            device_id: device.clone(),
-            metric: MetricName::parse("temp").unwrap(),
-            ts_ms,
-            value,
-            seq: Some(seq),
-        }],
-    }
-}
-
-#[tokio::test]
-async fn redis_over_tls_with_acl_user_round_trips() {
-    let pki = pki();
-    let redis = TlsRedis::start(&pki).await;
-
-    // As the ACL user: write through the hot path, read back.
-    let cfg = hot_config(
-        &redis,
-        &pki,
-        "acl",
-        &[
-            ("THERMOCLINE__HOT__REDIS__USERNAME", REDIS_USER.into()),
-            ("THERMOCLINE__HOT__REDIS__PASSWORD", REDIS_PASS.into()),
-        ],
-    );
-    let registry = prometheus::Registry::new();
-    let metrics = hot::HotMetrics::new(&registry).unwrap();
-    let (path, tx) = hot::HotPath::start(&cfg, metrics.clone()).unwrap();
-    let device = DeviceId::parse(&unique("hotdev")).unwrap();
-    let now = hot::service::now_ms();
-    tx.send(message(&device, 1, now - 2000, 1.25))
-        .await
-        .unwrap();
-    tx.send(message(&device, 2, now - 1000, -7.5))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    let latest = loop {
-        if let Ok(Some(l)) = path.reader.latest(&device).await {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing read back after {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(latest.metrics["temp"].value, -7.5);
-    assert_eq!(latest.metrics["temp"].ts_ms, now - 1000);
-    let res = &cfg.resolutions[0];
-    let buckets = path
-        .reader
-        .buckets(
-            &device,
-            &MetricName::parse("temp").unwrap(),
-            res,
-            now - 60_000,
-            now,
-        )
-        .await
-        .unwrap();
-    let count: u64 = buckets.iter().map(|b| b.agg.count).sum();
-    assert_eq!(count, 2);
-    let deadline = Instant::now() + WAIT;
-    while !path.health.redis_ok() {
-        assert!(Instant::now() < deadline, "health never ok");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(metrics.redis_errors.get(), 0);
-    drop(tx);
-    path.join().await;
-    assert_eq!(metrics.readings_written.get(), 2);
-
-    // Password only authenticates as `default`.
-    let cfg = hot_config(
-        &redis,
-        &pki,
-        "default",
-        &[(
-            "THERMOCLINE__HOT__REDIS__PASSWORD",
-            REDIS_DEFAULT_PASS.into(),
-        )],
-    );
-    let conn = hot::connect::connect(&cfg.redis).unwrap();
-    let who: String = redis::cmd("ACL")
-        .arg("WHOAMI")
-        .query_async(&mut conn.clone())
-        .await
-        .unwrap();
-    assert_eq!(who, "default");
-}
-
-#[tokio::test]
-async fn redis_wrong_password_or_no_tls_is_not_ok() {
-    let pki = pki();
-    let redis = TlsRedis::start(&pki).await;
-    let device = DeviceId::parse(&unique("baddev")).unwrap();
-
-    let cfg = hot_config(
-        &redis,
-        &pki,
-        "wrongpw",
-        &[
-            ("THERMOCLINE__HOT__REDIS__USERNAME", REDIS_USER.into()),
-            ("THERMOCLINE__HOT__REDIS__PASSWORD", "wrong-Pa55".into()),
-        ],
-    );
-    let registry = prometheus::Registry::new();
-    let metrics = hot::HotMetrics::new(&registry).unwrap();
-    let (path, tx) = hot::HotPath::start(&cfg, metrics.clone()).unwrap();
-    let err = path.reader.ping().await.unwrap_err().to_string();
-    assert!(
-        !err.contains("wrong-Pa55"),
-        "the password in an error: {err}"
-    );
-    tx.send(message(&device, 1, hot::service::now_ms(), 1.0))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while metrics.readings_failed.get() == 0 {
-        assert!(Instant::now() < deadline, "the write did not fail");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // The health watcher has had a tick (every 1 s) and says not ok.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!path.health.redis_ok());
-    assert_eq!(metrics.readings_written.get(), 0);
-    assert!(metrics.redis_errors.get() >= 1);
-    drop(tx);
-    tokio::time::timeout(WAIT, path.join()).await.unwrap();
-
-    // The right password over plain TCP to the TLS port gets nowhere either.
-    let mut raw = gateway::config::RawConfig::default();
-    raw.hot.redis.url = format!("redis://127.0.0.1:{}", redis.port);
-    raw.hot.redis.username = Some(REDIS_USER.into());
-    raw.hot.redis.password = Some(REDIS_PASS.into());
-    let cfg = raw.validate().unwrap();
-    let conn = hot::connect::connect(&cfg.hot.redis).unwrap();
-    let plain: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn.clone()).await;
-    assert!(plain.is_err(), "{plain:?}");
-
-    // And a CA that did not sign the server's certificate is refused.
-    let other = self::pki(); // an unrelated CA
-    let cfg = hot_config(
-        &redis,
-        &other,
-        "otherca",
-        &[
-            ("THERMOCLINE__HOT__REDIS__USERNAME", REDIS_USER.into()),
-            ("THERMOCLINE__HOT__REDIS__PASSWORD", REDIS_PASS.into()),
-        ],
-    );
-    let conn = hot::connect::connect(&cfg.redis).unwrap();
-    let untrusted: redis::RedisResult<String> =
-        redis::cmd("PING").query_async(&mut conn.clone()).await;
-    assert!(untrusted.is_err(), "{untrusted:?}");
 }
 
 #[test]
