@@ -119,8 +119,10 @@ pub struct ColdPath {
 
 impl ColdPath {
     /// Opens the spool (replaying what it holds), builds both sinks and starts
-    /// the pipeline task. The stores are not contacted here: an unreachable
-    /// store delays shipping, never the start.
+    /// the pipeline task. The start does not wait on a store: an unreachable
+    /// store delays shipping, never the start. A background probe checks S3
+    /// once and, if it cannot be reached, says so in one error line and in
+    /// [`ColdHealth`] (naming the endpoint).
     ///
     /// `shutdown_timeout` bounds the final shipping once ingest is gone.
     pub async fn start(
@@ -156,7 +158,12 @@ impl ColdPath {
         let clickhouse = ClickHouseSink::connect(cfg.clickhouse.clone(), ch_metrics)?;
         let spool = opened.spool;
         let handle = spool.handle();
-        let health = Arc::new(ColdHealth::new(handle.clone(), appends_waiting));
+        let s3_endpoint = s3.config().endpoint.clone().unwrap_or_else(|| "aws".into());
+        let health = Arc::new(ColdHealth::new(
+            handle.clone(),
+            appends_waiting,
+            s3_endpoint,
+        ));
         let shipper = Arc::new(Shipper::new(
             s3,
             clickhouse,
@@ -169,6 +176,8 @@ impl ColdPath {
                 max_attempts: u32::MAX,
             },
         ));
+
+        let probe = shipper.clone();
 
         // Replay reads segment files (blocking I/O) on its own thread.
         let (replay_tx, replay_rx) = mpsc::channel(1024);
@@ -198,6 +207,8 @@ impl ColdPath {
             shipper,
             metrics,
         );
+        // Not awaited: an unreachable S3 must not delay the start, only say so.
+        tokio::spawn(async move { probe.probe_s3().await });
         let task = tokio::spawn(pipeline.run(spool, replay_rx, rx, shutdown_timeout));
         Ok((Self { health, task }, ColdIngest { spool: handle, tx }))
     }

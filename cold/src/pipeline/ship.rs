@@ -65,6 +65,7 @@ pub struct ColdHealth {
     spool: SpoolHandle,
     s3: Mutex<StoreState>,
     clickhouse: Mutex<StoreState>,
+    s3_endpoint: String,
 }
 
 /// A snapshot of [`ColdHealth`].
@@ -75,7 +76,9 @@ pub struct HealthReport {
     /// The spool is at its bound: ingest waits and the broker holds messages.
     pub spool_full: bool,
     pub spool_bytes: u64,
-    /// The last S3 request of the pipeline succeeded.
+    /// The S3 endpoint the pipeline talks to (`aws` when none is configured).
+    pub s3_endpoint: String,
+    /// The last S3 request of the pipeline (or the start probe) succeeded.
     pub s3: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_error: Option<String>,
@@ -85,13 +88,14 @@ pub struct HealthReport {
 }
 
 impl ColdHealth {
-    pub(crate) fn new(spool: SpoolHandle, appends_waiting: IntGauge) -> Self {
+    pub(crate) fn new(spool: SpoolHandle, appends_waiting: IntGauge, s3_endpoint: String) -> Self {
         Self {
             spool_failed: AtomicBool::new(false),
             appends_waiting,
             spool,
             s3: Mutex::default(),
             clickhouse: Mutex::default(),
+            s3_endpoint,
         }
     }
 
@@ -118,6 +122,7 @@ impl ColdHealth {
             spool: !self.spool_failed.load(Ordering::Relaxed),
             spool_full: self.appends_waiting.get() > 0,
             spool_bytes: self.spool.used_bytes(),
+            s3_endpoint: self.s3_endpoint.clone(),
             s3: s3_error.is_none(),
             s3_error,
             clickhouse: clickhouse_error.is_none(),
@@ -156,6 +161,30 @@ impl Shipper {
             backoff,
             bucket_ready: OnceCell::new(),
             schema_ready: OnceCell::new(),
+        }
+    }
+
+    /// Checks once, at start, that S3 answers and the bucket is usable (and
+    /// creates it, as the first batch would). Failure is one error line naming
+    /// the endpoint and the `s3_error` of `/readyz`; shipping retries as ever.
+    pub async fn probe_s3(&self) {
+        let cfg = self.s3.config();
+        let endpoint = self.health.s3_endpoint.clone();
+        match self
+            .bucket_ready
+            .get_or_try_init(|| self.s3.ensure_bucket())
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(%endpoint, bucket = %cfg.bucket, "cold path: S3 reachable");
+            }
+            Err(e) => {
+                let msg = format!("cannot reach S3 at {endpoint} (bucket {}): {e}", cfg.bucket);
+                tracing::error!(
+                    "cold path: {msg}; batches stay in the spool and are retried (set cold.s3.endpoint, e.g. --config config/local.toml)"
+                );
+                self.health.set(Store::S3, Some(msg));
+            }
         }
     }
 

@@ -139,7 +139,7 @@ impl RawS3Config {
             (Some(_), None) => {
                 return Err(invalid(
                     "secret_access_key",
-                    "must be set with access_key_id",
+                    "must be set with access_key_id (from the environment: THERMOCLINE__COLD__S3__SECRET_ACCESS_KEY)",
                 ))
             }
             (_, Some(_)) => {
