@@ -53,6 +53,14 @@ impl Gateway {
             }
             _ => None,
         };
+        let fleet_metrics =
+            crate::metrics::FleetMetrics::new(&registry, &cfg.fleet.quiet_thresholds)?;
+        let fleet = crate::fleet::spawn(
+            cfg.fleet.clone(),
+            hot.reader.clone(),
+            fleet_metrics,
+            shutdown.clone(),
+        );
         let mqtt_state = Arc::new(MqttState::default());
         let listener = tokio::net::TcpListener::bind(cfg.http_listen)
             .await
@@ -120,6 +128,7 @@ impl Gateway {
                 Ok(_) => tracing::info!("shutdown complete"),
                 Err(_) => tracing::error!(?deadline, "shutdown deadline passed; forcing exit"),
             }
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), fleet).await;
             if let Some(r) = reconciler {
                 // Cancelled by the same token; a run in progress is dropped.
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(1), r).await;

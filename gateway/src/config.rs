@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub hot: hot::RawHotConfig,
     pub cold: cold::pipeline::RawColdConfig,
     pub sync: sync::RawSyncConfig,
+    pub fleet: crate::fleet::RawFleetConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -76,6 +77,8 @@ pub struct Config {
     pub cold: cold::pipeline::ColdConfig,
     /// The reconciler; runs only when `cold.enabled` too.
     pub sync: sync::SyncConfig,
+    /// Devices that go quiet: the gauge thresholds.
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 /// Reads the layers into the raw (unvalidated) config.
@@ -140,6 +143,7 @@ impl RawConfig {
         let hot = self.hot.validate()?;
         let cold = self.cold.validate()?;
         let sync = self.sync.validate(cold.batch.max_age)?;
+        let fleet = self.fleet.validate()?;
         Ok(Config {
             gateway_id,
             shutdown_timeout: self.gateway.shutdown_timeout,
@@ -149,6 +153,7 @@ impl RawConfig {
             hot,
             cold,
             sync,
+            fleet,
         })
     }
 

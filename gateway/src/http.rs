@@ -5,6 +5,7 @@
 //! | `GET /api/v1/devices/{id}/latest` | every metric's last value and ts; 404 for an unknown device |
 //! | `GET /api/v1/devices/{id}/metrics/{metric}/windows?resolution=1m&last=15m` | the buckets (oldest first) and their roll-up; also `from`/`to` in ms |
 //! | `GET /api/v1/devices?active_within=5m&limit=1000` | devices by last arrival, newest first |
+//! | `GET /api/v1/devices?silent_for=10m&limit=1000` | devices gone quiet (last arrival older than that, within the fleet index's retention), oldest first |
 //!
 //! Bad ids, metrics, resolutions or durations answer 400 with `{"error": ...}`;
 //! Redis trouble answers 503.
@@ -236,14 +237,10 @@ async fn active_devices(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     for k in q.keys() {
-        if !matches!(k.as_str(), "active_within" | "limit") {
+        if !matches!(k.as_str(), "active_within" | "silent_for" | "limit") {
             return Err(ApiError::bad(format!("unknown parameter {k:?}")));
         }
     }
-    let within = duration(
-        "active_within",
-        q.get("active_within").map(String::as_str).unwrap_or("5m"),
-    )?;
     let limit: usize = match q.get("limit") {
         Some(l) => l
             .parse()
@@ -252,11 +249,40 @@ async fn active_devices(
             .ok_or_else(|| ApiError::bad("limit must be 1-10000"))?,
         None => 1000,
     };
-    let since = now_ms() - within.as_millis() as i64;
+    let now = now_ms();
+    let rows = |devices: Vec<(String, i64)>| {
+        devices
+            .into_iter()
+            .map(|(d, t)| json!({"device_id": d, "last_seen_ms": t}))
+            .collect::<Vec<_>>()
+    };
+    if let Some(silent) = q.get("silent_for") {
+        if q.contains_key("active_within") {
+            return Err(ApiError::bad(
+                "give either active_within or silent_for, not both",
+            ));
+        }
+        let silent = duration("silent_for", silent)?;
+        let horizon = s.reader.index_horizon_ms(now);
+        let devices = s
+            .reader
+            .quiet_devices(horizon, now - silent.as_millis() as i64, limit)
+            .await?;
+        return Ok(Json(json!({
+            "silent_for_ms": silent.as_millis() as i64,
+            "devices": rows(devices),
+        }))
+        .into_response());
+    }
+    let within = duration(
+        "active_within",
+        q.get("active_within").map(String::as_str).unwrap_or("5m"),
+    )?;
+    let since = now - within.as_millis() as i64;
     let devices = s.reader.active_devices(since, limit).await?;
     Ok(Json(json!({
         "active_within_ms": within.as_millis() as i64,
-        "devices": devices.into_iter().map(|(d, t)| json!({"device_id": d, "last_seen_ms": t})).collect::<Vec<_>>(),
+        "devices": rows(devices),
     }))
     .into_response())
 }

@@ -2,7 +2,9 @@
 //! its own into the same registry. No device id is ever a label.
 
 use devices::RejectReason;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::fleet::Threshold;
 
 #[derive(Clone)]
 pub struct IngestMetrics {
@@ -62,6 +64,42 @@ impl IngestMetrics {
         registry.register(Box::new(m.acks_pending.clone()))?;
         for r in RejectReason::ALL {
             m.messages_rejected.with_label_values(&[r.as_str()]);
+        }
+        Ok(m)
+    }
+}
+
+/// The fleet index's gauges (see [`crate::fleet`]): refreshed on a timer by
+/// `ZCARD`/`ZCOUNT`, never by scanning the index on a scrape.
+#[derive(Clone)]
+pub struct FleetMetrics {
+    /// Devices in the fleet index (seen within its retention).
+    pub devices_indexed: IntGauge,
+    /// Devices silent for longer than each configured threshold (`for`, a
+    /// small fixed set from `fleet.quiet_thresholds`).
+    pub devices_quiet: IntGaugeVec,
+}
+
+impl FleetMetrics {
+    pub fn new(registry: &Registry, thresholds: &[Threshold]) -> prometheus::Result<Self> {
+        let m = Self {
+            devices_indexed: IntGauge::new(
+                "thermocline_fleet_devices_indexed",
+                "Devices in the fleet index: seen within the longest hot retention.",
+            )?,
+            devices_quiet: IntGaugeVec::new(
+                Opts::new(
+                    "thermocline_fleet_devices_quiet",
+                    "Devices of the fleet index whose last message is older than `for` \
+                     (fleet.quiet_thresholds), refreshed every fleet.quiet_refresh_interval.",
+                ),
+                &["for"],
+            )?,
+        };
+        registry.register(Box::new(m.devices_indexed.clone()))?;
+        registry.register(Box::new(m.devices_quiet.clone()))?;
+        for t in thresholds {
+            m.devices_quiet.with_label_values(&[&t.label]);
         }
         Ok(m)
     }

@@ -168,6 +168,53 @@ impl Reader {
         Ok(rows.into_iter().map(|(d, s)| (d, s as i64)).collect())
     }
 
+    /// The oldest time the fleet index still holds: the writer trims devices
+    /// unseen for longer than the longest resolution's width + retention.
+    pub fn index_horizon_ms(&self, now_ms: i64) -> i64 {
+        let longest = self
+            .resolutions
+            .iter()
+            .map(|r| r.width_ms + r.retention_ms)
+            .max()
+            .unwrap_or(0);
+        now_ms - longest
+    }
+
+    /// Devices last seen before `before_ms` and not before `not_before_ms`,
+    /// oldest first (at most `limit`), with their last arrival (ms): devices
+    /// gone quiet. One `ZRANGE … BYSCORE LIMIT`, never the whole index.
+    pub async fn quiet_devices(
+        &self,
+        not_before_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(self.keys.device_index())
+            .arg(not_before_ms)
+            .arg(format!("({before_ms}"))
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(rows.into_iter().map(|(d, s)| (d, s as i64)).collect())
+    }
+
+    /// How many devices of the fleet index were last seen in
+    /// `[not_before_ms, before_ms)` (one `ZCOUNT`, O(log n)).
+    pub async fn count_seen_between(&self, not_before_ms: i64, before_ms: i64) -> Result<u64> {
+        let n: u64 = redis::cmd("ZCOUNT")
+            .arg(self.keys.device_index())
+            .arg(not_before_ms)
+            .arg(format!("({before_ms}"))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n)
+    }
+
     /// Round trip to Redis.
     pub async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING")

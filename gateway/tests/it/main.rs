@@ -12,6 +12,7 @@ mod fixtures;
 mod hot_path;
 mod import_parquet;
 mod observability;
+mod quiet;
 mod operator;
 mod reconcile;
 mod reconcile_fleet;
