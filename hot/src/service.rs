@@ -83,15 +83,18 @@ pub struct HotPath {
 impl HotPath {
     /// Connects (lazily) and starts the aggregator; returns the path and its sender.
     pub fn start(cfg: &HotConfig, metrics: HotMetrics) -> Result<(Self, HotSender)> {
-        let conn = connect(&cfg.redis)?;
         let keys = Keys::new(&cfg.key_prefix);
         let writer = Writer::new(
-            conn.clone(),
+            connect(&cfg.redis)?,
             keys.clone(),
             &cfg.resolutions,
             cfg.devices_per_pipeline,
         );
-        let reader = Reader::new(conn, keys, &cfg.resolutions);
+        // The read API and the health ping get a connection of their own: on
+        // the writer's multiplexed connection every read would wait in line
+        // behind whole flush pipelines (measured: 170-480 ms per API read at
+        // 10k msg/s, against < 10 ms for the same HGETALL on its own).
+        let reader = Reader::new(connect(&cfg.redis)?, keys, &cfg.resolutions);
         let health = Arc::new(Health::default());
         let (tx, rx) = mpsc::channel(cfg.channel_capacity);
         let aggregator = Aggregator::new(

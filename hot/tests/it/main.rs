@@ -17,6 +17,8 @@ use hot::{
 };
 use redis::aio::ConnectionManager;
 
+mod reads;
+
 struct Ctx {
     conn: ConnectionManager,
     keys: Keys,
