@@ -18,6 +18,14 @@ pub struct RawClickHouseConfig {
     pub url: String,
     /// Database holding `readings` and `batches`; created when absent.
     pub database: String,
+    /// Name of a cluster in the servers' `remote_servers` config, or empty
+    /// for one server. With a cluster, `readings` and `batches` are
+    /// `Distributed` tables over per-shard `readings_local` /
+    /// `batches_local`, created by connecting to each of `shard_urls`.
+    pub cluster: String,
+    /// HTTP endpoint of every shard of `cluster` (one replica each), same
+    /// user and password as `url`; required with a cluster, empty without.
+    pub shard_urls: Vec<String>,
     pub user: String,
     /// Sent in the `X-ClickHouse-Key` header; never logged, serialized as
     /// `"<redacted>"`. Set it from the environment
@@ -49,6 +57,8 @@ impl Default for RawClickHouseConfig {
         Self {
             url: "http://127.0.0.1:8123".into(),
             database: "thermocline".into(),
+            cluster: String::new(),
+            shard_urls: Vec::new(),
             user: "default".into(),
             password: None,
             connect_timeout: Duration::from_secs(2),
@@ -67,6 +77,8 @@ pub struct ClickHouseConfig {
     pub url: url::Url,
     /// A plain identifier (`[A-Za-z_][A-Za-z0-9_]*`), safe to splice into SQL.
     pub database: String,
+    /// `None`: one server. `Some`: the cluster, a plain identifier.
+    pub cluster: Option<Cluster>,
     pub user: String,
     pub password: Option<SecretString>,
     pub connect_timeout: Duration,
@@ -74,6 +86,42 @@ pub struct ClickHouseConfig {
     pub insert_timeout: Duration,
     pub backoff: Backoff,
 }
+
+/// A ClickHouse cluster (`cold.clickhouse.cluster` and `shard_urls`).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// A plain identifier, safe to splice into SQL.
+    pub name: String,
+    /// One HTTP endpoint per shard, in the config's order.
+    pub shard_urls: Vec<url::Url>,
+}
+
+/// Parses an endpoint the way `cold.clickhouse.url` must look.
+fn parse_endpoint(key: &str, raw: &str) -> Result<url::Url> {
+    let url = url::Url::parse(raw).map_err(|e| invalid(key, e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(key, "scheme must be http:// or https://"));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid(key, "needs a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            key,
+            "must not contain credentials; set cold.clickhouse.user and cold.clickhouse.password",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            key,
+            "must not have a query string; the database is cold.clickhouse.database",
+        ));
+    }
+    Ok(url)
+}
+
+/// At most this many shards (a bound on the start-up fan-out).
+pub const MAX_SHARDS: usize = 256;
 
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
     Error::Config {
@@ -92,31 +140,44 @@ pub fn is_identifier(s: &str) -> bool {
 
 impl RawClickHouseConfig {
     pub fn validate(self) -> Result<ClickHouseConfig> {
-        let url = url::Url::parse(&self.url).map_err(|e| invalid("url", e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("url", "scheme must be http:// or https://"));
-        }
-        if url.host_str().is_none() {
-            return Err(invalid("url", "needs a host"));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid(
-                "url",
-                "must not contain credentials; set cold.clickhouse.user and cold.clickhouse.password",
-            ));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid(
-                "url",
-                "must not have a query string; the database is cold.clickhouse.database",
-            ));
-        }
+        let url = parse_endpoint("url", &self.url)?;
         if !is_identifier(&self.database) {
             return Err(invalid(
                 "database",
                 "must match [A-Za-z_][A-Za-z0-9_]* (at most 64 characters)",
             ));
         }
+        let cluster = if self.cluster.is_empty() {
+            if !self.shard_urls.is_empty() {
+                return Err(invalid(
+                    "shard_urls",
+                    "only with cold.clickhouse.cluster (empty = one server)",
+                ));
+            }
+            None
+        } else {
+            if !is_identifier(&self.cluster) {
+                return Err(invalid(
+                    "cluster",
+                    "must match [A-Za-z_][A-Za-z0-9_]* (at most 64 characters)",
+                ));
+            }
+            if self.shard_urls.is_empty() || self.shard_urls.len() > MAX_SHARDS {
+                return Err(invalid(
+                    "shard_urls",
+                    format!("a cluster needs the HTTP URL of each shard (1 to {MAX_SHARDS})"),
+                ));
+            }
+            let shard_urls = self
+                .shard_urls
+                .iter()
+                .map(|u| parse_endpoint("shard_urls", u))
+                .collect::<Result<Vec<_>>>()?;
+            Some(Cluster {
+                name: self.cluster,
+                shard_urls,
+            })
+        };
         // Both travel in HTTP headers: no control characters.
         if self.user.is_empty() || self.user.chars().any(char::is_control) {
             return Err(invalid(
@@ -151,6 +212,7 @@ impl RawClickHouseConfig {
         Ok(ClickHouseConfig {
             url,
             database: self.database,
+            cluster,
             user: self.user,
             password: self.password,
             connect_timeout: self.connect_timeout,
@@ -235,6 +297,37 @@ mod tests {
             "password",
         );
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn cluster_needs_shard_urls_and_an_identifier() {
+        let with = |cluster: &str, shards: &[&str]| RawClickHouseConfig {
+            cluster: cluster.into(),
+            shard_urls: shards.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let c = with("two", &["http://a:8123", "http://b:8123"])
+            .validate()
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!((c.name.as_str(), c.shard_urls.len()), ("two", 2));
+        assert!(RawClickHouseConfig::default()
+            .validate()
+            .unwrap()
+            .cluster
+            .is_none());
+        for (raw, key) in [
+            (with("two", &[]), "shard_urls"),
+            (with("", &["http://a:8123"]), "shard_urls"),
+            (with("a-b", &["http://a:8123"]), "cluster"),
+            (with("two", &["http://u:pw@a:8123"]), "shard_urls"),
+            (with("two", &["ftp://a"]), "shard_urls"),
+        ] {
+            let e = raw.validate().unwrap_err().to_string();
+            assert!(e.contains(&format!("cold.clickhouse.{key}")), "{key}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+        }
     }
 
     #[test]

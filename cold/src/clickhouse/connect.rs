@@ -30,7 +30,17 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// - User and password go in the `X-ClickHouse-User` / `X-ClickHouse-Key`
 ///   headers (18.16 honours them), never in the URL, so they cannot leak into
 ///   an error message that quotes the URL.
+///
+/// With a cluster every query carries `insert_distributed_sync=1`: an insert
+/// into a `Distributed` table then answers only once every shard wrote its
+/// part (the default queues the rows on the entry server's disk and answers
+/// at once, which is not the durable ack the pipeline's spool release needs).
 pub fn client(cfg: &ClickHouseConfig) -> Result<::clickhouse::Client> {
+    client_for(cfg, &cfg.url)
+}
+
+/// [`client`] for another endpoint of the same deployment (a shard).
+pub fn client_for(cfg: &ClickHouseConfig, url: &url::Url) -> Result<::clickhouse::Client> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_keepalive(Some(TCP_KEEPALIVE));
@@ -38,7 +48,7 @@ pub fn client(cfg: &ClickHouseConfig) -> Result<::clickhouse::Client> {
     let builder = HyperClient::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .clone();
-    let client = if cfg.url.scheme() == "https" {
+    let client = if url.scheme() == "https" {
         http.enforce_http(false);
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -55,11 +65,14 @@ pub fn client(cfg: &ClickHouseConfig) -> Result<::clickhouse::Client> {
         ::clickhouse::Client::with_http_client(builder.build(http))
     };
     let mut client = client
-        .with_url(cfg.url.as_str().trim_end_matches('/'))
+        .with_url(url.as_str().trim_end_matches('/'))
         .with_validation(false)
         .with_user(cfg.user.clone());
     if let Some(p) = &cfg.password {
         client = client.with_password(p.expose_secret());
+    }
+    if cfg.cluster.is_some() {
+        client = client.with_setting("insert_distributed_sync", "1");
     }
     Ok(client)
 }

@@ -21,6 +21,18 @@
 //! # `batches`
 //! One row per batch that landed, keyed by `batch_id` (a replay collapses the
 //! same way), so the reconciler can tell what is already in ClickHouse.
+//!
+//! # On a cluster (`cold.clickhouse.cluster`)
+//! Each shard holds `readings_local` and `batches_local` (the tables above,
+//! under those names) and `readings` / `batches` are `Distributed` tables
+//! over them, sharded by `cityHash64(device_id)` and `cityHash64(batch_id)`:
+//! every copy of one reading (and of one `batches` row) lands on the same
+//! shard, so `FINAL`, which collapses per shard, stays exact through the
+//! Distributed table. The Distributed tables list only the written columns:
+//! 18.16 refuses to forward an insert to a table whose MATERIALIZED column
+//! the Distributed table also has. All five statements run on every shard
+//! (the sink connects to each; no `ON CLUSTER`, so no ZooKeeper), so any
+//! shard can take the inserts and queries.
 
 use std::collections::HashMap;
 
@@ -55,8 +67,12 @@ pub fn create_database(db: &str) -> String {
 }
 
 pub fn create_readings(db: &str) -> String {
+    readings_table(db, "readings")
+}
+
+fn readings_table(db: &str, table: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {db}.readings (
+        "CREATE TABLE IF NOT EXISTS {db}.{table} (
     device_id String,
     metric String,
     ts_ms Int64,
@@ -72,8 +88,12 @@ ORDER BY (device_id, metric, ts_ms, seq)"
 }
 
 pub fn create_batches(db: &str) -> String {
+    batches_table(db, "batches")
+}
+
+fn batches_table(db: &str, table: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {db}.batches (
+        "CREATE TABLE IF NOT EXISTS {db}.{table} (
     batch_id String,
     s3_key String,
     hour_start_ms Int64,
@@ -93,6 +113,48 @@ ORDER BY batch_id"
 pub fn statements(db: &str) -> [String; 3] {
     [create_database(db), create_readings(db), create_batches(db)]
 }
+
+/// The `Distributed` table `table` over `{table}_local` on `cluster`,
+/// with the written `columns` only, sharded by `cityHash64(key)`.
+fn distributed(
+    db: &str,
+    table: &str,
+    cluster: &str,
+    columns: &[(&str, &str)],
+    key: &str,
+) -> String {
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|(n, t)| format!("    {n} {t}"))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{table} (\n{}\n) ENGINE = Distributed({cluster}, {db}, {table}_local, cityHash64({key}))",
+        cols.join(",\n")
+    )
+}
+
+/// What [`super::ClickHouseSink::ensure_schema`] runs on each shard of a
+/// cluster, in order.
+pub fn shard_statements(db: &str, cluster: &str) -> [String; 5] {
+    [
+        create_database(db),
+        readings_table(db, "readings_local"),
+        batches_table(db, "batches_local"),
+        distributed(db, "readings", cluster, READINGS_COLUMNS, "device_id"),
+        distributed(db, "batches", cluster, BATCHES_COLUMNS, "batch_id"),
+    ]
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub(crate) struct EngineRow {
+    pub engine: String,
+}
+
+pub(crate) const ENGINE_QUERY: &str =
+    "SELECT engine FROM system.tables WHERE database = ? AND name = ?";
+
+pub(crate) const CLUSTER_SHARDS_QUERY: &str =
+    "SELECT toUInt64(uniqExact(shard_num)) FROM system.clusters WHERE cluster = ?";
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 pub(crate) struct ColumnRow {
@@ -159,7 +221,10 @@ mod tests {
 
     #[test]
     fn ddl_avoids_what_18_16_lacks() {
-        for s in statements("thermocline") {
+        for s in statements("thermocline")
+            .into_iter()
+            .chain(shard_statements("thermocline", "c"))
+        {
             for word in [
                 "DateTime64",
                 "CODEC",
@@ -170,6 +235,33 @@ mod tests {
             ] {
                 assert!(!s.contains(word), "{word} in {s}");
             }
+        }
+    }
+
+    #[test]
+    fn cluster_ddl_shards_by_the_reading_key_and_skips_materialized_columns() {
+        let [_, readings_local, batches_local, readings, batches] = shard_statements("db", "two");
+        assert!(
+            readings_local.contains("db.readings_local ("),
+            "{readings_local}"
+        );
+        assert!(readings_local.contains("ReplacingMergeTree(received_at_ms)"));
+        assert!(
+            batches_local.contains("db.batches_local ("),
+            "{batches_local}"
+        );
+        assert!(
+            readings
+                .ends_with("ENGINE = Distributed(two, db, readings_local, cityHash64(device_id))"),
+            "{readings}"
+        );
+        assert!(
+            batches.ends_with("ENGINE = Distributed(two, db, batches_local, cityHash64(batch_id))"),
+            "{batches}"
+        );
+        assert!(!readings.contains("MATERIALIZED") && !batches.contains("MATERIALIZED"));
+        for (n, t) in READINGS_COLUMNS {
+            assert!(readings.contains(&format!("{n} {t}")), "{n} in {readings}");
         }
     }
 

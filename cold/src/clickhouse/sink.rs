@@ -116,31 +116,101 @@ impl ClickHouseSink {
 
     /// Creates the database and both tables when absent (idempotent), then
     /// checks that existing tables have the columns and types the sink
-    /// writes. Statements: [`schema::statements`].
+    /// writes. Statements: [`schema::statements`]; on a cluster
+    /// [`schema::shard_statements`] on every shard, then a check that the
+    /// entry server's cluster has as many shards as `shard_urls` and that
+    /// `readings` / `batches` are `Distributed`.
     pub async fn ensure_schema(&self) -> Result<()> {
-        for sql in schema::statements(&self.cfg.database) {
-            self.run("ensure_schema", || async {
-                self.timed(self.client.query(&sql).execute()).await
-            })
-            .await?;
-        }
-        for (table, expected) in [
+        let db = self.cfg.database.as_str();
+        let mut tables = vec![
             ("readings", schema::READINGS_COLUMNS),
             ("batches", schema::BATCHES_COLUMNS),
-        ] {
+        ];
+        match &self.cfg.cluster {
+            None => {
+                for sql in schema::statements(db) {
+                    self.run("ensure_schema", || async {
+                        self.timed(self.client.query(&sql).execute()).await
+                    })
+                    .await?;
+                }
+            }
+            Some(cluster) => {
+                for url in &cluster.shard_urls {
+                    let shard = connect::client_for(&self.cfg, url)?;
+                    for sql in schema::shard_statements(db, &cluster.name) {
+                        self.run("ensure_schema", || async {
+                            self.timed(shard.query(&sql).execute()).await
+                        })
+                        .await?;
+                    }
+                }
+                let shards: u64 = self
+                    .run("ensure_schema", || async {
+                        self.timed(
+                            self.client
+                                .query(schema::CLUSTER_SHARDS_QUERY)
+                                .bind(cluster.name.as_str())
+                                .fetch_one::<u64>(),
+                        )
+                        .await
+                    })
+                    .await?;
+                if shards != cluster.shard_urls.len() as u64 {
+                    let e = crate::Error::Config {
+                        key: "cold.clickhouse.shard_urls".into(),
+                        reason: format!(
+                            "{} URLs, but the server at cold.clickhouse.url knows {shards} shards in cluster `{}` (remote_servers)",
+                            cluster.shard_urls.len(),
+                            cluster.name
+                        ),
+                    };
+                    self.record(Some(&e));
+                    return Err(e);
+                }
+                for table in ["readings", "batches"] {
+                    let engines: Vec<schema::EngineRow> = self
+                        .run("ensure_schema", || async {
+                            self.timed(
+                                self.client
+                                    .query(schema::ENGINE_QUERY)
+                                    .bind(db)
+                                    .bind(table)
+                                    .fetch_all::<schema::EngineRow>(),
+                            )
+                            .await
+                        })
+                        .await?;
+                    if let Some(e) = engines.iter().find(|e| e.engine != "Distributed") {
+                        let e = crate::Error::InvalidData {
+                            what: format!("clickhouse table {db}.{table}"),
+                            reason: format!(
+                                "is {}, but a cluster needs a Distributed table; drop or migrate it",
+                                e.engine
+                            ),
+                        };
+                        self.record(Some(&e));
+                        return Err(e);
+                    }
+                }
+                tables.push(("readings_local", schema::READINGS_COLUMNS));
+                tables.push(("batches_local", schema::BATCHES_COLUMNS));
+            }
+        }
+        for (table, expected) in tables {
             let cols: Vec<ColumnRow> = self
                 .run("ensure_schema", || async {
                     self.timed(
                         self.client
                             .query(schema::COLUMNS_QUERY)
-                            .bind(self.cfg.database.as_str())
+                            .bind(db)
                             .bind(table)
                             .fetch_all::<ColumnRow>(),
                     )
                     .await
                 })
                 .await?;
-            if let Err(e) = schema::check_columns(&self.cfg.database, table, &cols, expected) {
+            if let Err(e) = schema::check_columns(db, table, &cols, expected) {
                 self.record(Some(&e));
                 return Err(e);
             }

@@ -2,6 +2,7 @@
 //! (default http://127.0.0.1:8123; `scripts/services up clickhouse`). Each
 //! test owns the database `thermocline_it_<name>_<pid>` and drops it at the end.
 
+mod cluster;
 mod failures;
 
 use std::{collections::BTreeMap, time::Duration, time::Instant};
