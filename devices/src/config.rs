@@ -4,26 +4,37 @@
 //!
 //! ```toml
 //! [devices]
-//! topic_pattern = "devices/{device_id}/telemetry"
+//! topic_pattern = "devices/{device_id}/telemetry"   # the default source; "" for none
 //! payload_format = "auto"        # auto | json | senml
 //! max_payload_size = "64KiB"
 //! max_future_skew = "5m"
 //! senml_non_numeric = "ignore"   # ignore | reject
+//!
+//! [[devices.sources]]            # more sources, tried after the default one
+//! topic = "tele/{device_id}/SENSOR"
+//! format = "json"
 //! ```
+//!
+//! See [`crate::source`] for what a source is and how a topic finds its source.
 
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::Error, topic::TopicPattern};
+use crate::{
+    error::Error,
+    source::{build_format, RawSenmlMapping, RawSource, Source},
+    topic::{subscription_filters, TopicTemplate},
+};
 
 /// Largest accepted `max_payload_size`: the MQTT maximum packet size (256 MiB).
 pub const MAX_PAYLOAD_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
 
-/// How payloads are parsed.
+/// How payloads are parsed: a source's `format` (and `devices.payload_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum PayloadFormat {
     /// Sniff the first non-whitespace byte: `[` is SenML, `{` is the JSON object format.
     #[default]
@@ -32,6 +43,17 @@ pub enum PayloadFormat {
     Json,
     /// SenML JSON (RFC 8428) only (see [`crate::senml`]).
     Senml,
+}
+
+impl PayloadFormat {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Json => "json",
+            Self::Senml => "senml",
+        }
+    }
 }
 
 /// What to do with SenML records that carry no numeric value (`vs`, `vb`, `vd`,
@@ -50,15 +72,19 @@ pub enum NonNumericPolicy {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDevicesConfig {
-    /// Topic pattern with one `{device_id}` level.
+    /// The default source's topic template; empty = no default source.
     pub topic_pattern: String,
+    /// The default source's payload format.
     pub payload_format: PayloadFormat,
     /// Larger payloads are rejected unparsed (`too_large`).
     pub max_payload_size: ByteSize,
     /// How far in the future a reading's timestamp may be (device clock skew).
     #[serde(with = "humantime_serde")]
     pub max_future_skew: Duration,
+    /// The default source's SenML policy.
     pub senml_non_numeric: NonNumericPolicy,
+    /// More sources, tried in order after the default one.
+    pub sources: Vec<RawSource>,
 }
 
 impl Default for RawDevicesConfig {
@@ -69,6 +95,7 @@ impl Default for RawDevicesConfig {
             max_payload_size: ByteSize::kib(64),
             max_future_skew: Duration::from_secs(5 * 60),
             senml_non_numeric: NonNumericPolicy::Ignore,
+            sources: Vec::new(),
         }
     }
 }
@@ -76,8 +103,43 @@ impl Default for RawDevicesConfig {
 impl RawDevicesConfig {
     /// Validates into a [`DevicesConfig`]; errors name the full key (`devices.…`).
     pub fn validate(self) -> crate::Result<DevicesConfig> {
-        let topic = TopicPattern::parse(&self.topic_pattern)
-            .map_err(|reason| config_error("topic_pattern", reason))?;
+        let mut sources = Vec::with_capacity(self.sources.len() + 1);
+        if !self.topic_pattern.is_empty() {
+            let template = TopicTemplate::parse(&self.topic_pattern)
+                .map_err(|reason| config_error("topic_pattern", reason))?;
+            let senml = RawSenmlMapping {
+                non_numeric: self.senml_non_numeric,
+            };
+            let format = build_format("", self.payload_format, Some(senml))?;
+            sources.push((
+                String::from("devices.topic_pattern"),
+                Source { template, format },
+            ));
+        }
+        for (i, raw) in self.sources.into_iter().enumerate() {
+            let key = format!("devices.sources[{i}]");
+            let source = raw.validate(&key)?;
+            if let Some((earlier, _)) = sources
+                .iter()
+                .find(|(_, s)| s.template.as_str() == source.template.as_str())
+            {
+                return Err(Error::Config {
+                    key: format!("{key}.topic"),
+                    reason: format!(
+                        "{:?} is already the template of {earlier}; a topic goes to the first source it fits, so this one would never be used",
+                        source.template.as_str()
+                    ),
+                });
+            }
+            sources.push((format!("{key}.topic"), source));
+        }
+        if sources.is_empty() {
+            return Err(config_error(
+                "sources",
+                "no source: set devices.topic_pattern or add a [[devices.sources]] entry",
+            ));
+        }
+        let sources = sources.into_iter().map(|(_, s)| s).collect();
 
         let size = self.max_payload_size.as_u64();
         if size == 0 || size > MAX_PAYLOAD_SIZE_LIMIT {
@@ -111,11 +173,9 @@ impl RawDevicesConfig {
             })?;
 
         Ok(DevicesConfig {
-            topic,
-            payload_format: self.payload_format,
+            sources,
             max_payload_bytes,
             max_future_skew_ms,
-            senml_non_numeric: self.senml_non_numeric,
         })
     }
 }
@@ -128,15 +188,23 @@ fn config_error(key: &str, reason: impl Into<String>) -> Error {
 }
 
 /// The validated `[devices]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DevicesConfig {
-    pub topic: TopicPattern,
-    pub payload_format: PayloadFormat,
+    /// Never empty: the default source (if `topic_pattern` is set) first, then
+    /// `[[devices.sources]]` in order.
+    pub sources: Vec<Source>,
     /// Payloads longer than this are rejected as `too_large` before parsing.
     pub max_payload_bytes: usize,
     /// A reading may be at most this far ahead of the gateway's clock.
     pub max_future_skew_ms: i64,
-    pub senml_non_numeric: NonNumericPolicy,
+}
+
+impl DevicesConfig {
+    /// The MQTT subscription filters all sources need (see
+    /// [`subscription_filters`]): wider than the templates, deduplicated.
+    pub fn subscription_filters(&self) -> Vec<String> {
+        subscription_filters(self.sources.iter().map(|s| &s.template))
+    }
 }
 
 impl Default for DevicesConfig {
@@ -148,103 +216,4 @@ impl Default for DevicesConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key_of(err: Error) -> String {
-        match err {
-            Error::Config { key, .. } => key,
-            other => panic!("expected a config error, got {other}"),
-        }
-    }
-
-    #[test]
-    fn defaults() {
-        let cfg = DevicesConfig::default();
-        assert_eq!(cfg.topic.as_str(), "devices/{device_id}/telemetry");
-        assert_eq!(cfg.topic.subscription_filter(), "devices/#");
-        assert_eq!(cfg.payload_format, PayloadFormat::Auto);
-        assert_eq!(cfg.max_payload_bytes, 64 * 1024);
-        assert_eq!(cfg.max_future_skew_ms, 5 * 60 * 1000);
-        assert_eq!(cfg.senml_non_numeric, NonNumericPolicy::Ignore);
-    }
-
-    #[test]
-    fn empty_section_is_the_defaults() {
-        let raw: RawDevicesConfig = serde_json::from_str("{}").unwrap();
-        assert_eq!(raw.validate().unwrap(), DevicesConfig::default());
-    }
-
-    #[test]
-    fn parses_units_and_enums() {
-        let raw: RawDevicesConfig = serde_json::from_str(
-            r#"{"topic_pattern":"t/{device_id}","payload_format":"senml",
-                "max_payload_size":"1MiB","max_future_skew":"90s",
-                "senml_non_numeric":"reject"}"#,
-        )
-        .unwrap();
-        let cfg = raw.validate().unwrap();
-        assert_eq!(cfg.topic.as_str(), "t/{device_id}");
-        assert_eq!(cfg.payload_format, PayloadFormat::Senml);
-        assert_eq!(cfg.max_payload_bytes, 1024 * 1024);
-        assert_eq!(cfg.max_future_skew_ms, 90_000);
-        assert_eq!(cfg.senml_non_numeric, NonNumericPolicy::Reject);
-    }
-
-    #[test]
-    fn serializes_and_reparses() {
-        let raw = RawDevicesConfig::default();
-        let text = serde_json::to_string(&raw).unwrap();
-        assert!(text.contains(r#""payload_format":"auto""#), "{text}");
-        assert!(text.contains(r#""max_future_skew":"5m""#), "{text}");
-        let back: RawDevicesConfig = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.validate().unwrap(), DevicesConfig::default());
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_enums_are_rejected() {
-        let err = serde_json::from_str::<RawDevicesConfig>(r#"{"topic":"x"}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
-        let err =
-            serde_json::from_str::<RawDevicesConfig>(r#"{"payload_format":"xml"}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown variant"), "{err}");
-    }
-
-    #[test]
-    fn validation_errors_name_the_key() {
-        let raw = RawDevicesConfig {
-            topic_pattern: "devices/+/telemetry".into(),
-            ..Default::default()
-        };
-        let err = raw.validate().unwrap_err();
-        assert!(err.to_string().contains("`devices.topic_pattern`"), "{err}");
-        assert_eq!(key_of(err), "devices.topic_pattern");
-
-        let raw = RawDevicesConfig {
-            max_payload_size: ByteSize::b(0),
-            ..Default::default()
-        };
-        assert_eq!(
-            key_of(raw.validate().unwrap_err()),
-            "devices.max_payload_size"
-        );
-
-        let raw = RawDevicesConfig {
-            max_payload_size: ByteSize::gib(1),
-            ..Default::default()
-        };
-        assert_eq!(
-            key_of(raw.validate().unwrap_err()),
-            "devices.max_payload_size"
-        );
-
-        let raw = RawDevicesConfig {
-            max_future_skew: Duration::MAX,
-            ..Default::default()
-        };
-        assert_eq!(
-            key_of(raw.validate().unwrap_err()),
-            "devices.max_future_skew"
-        );
-    }
-}
+mod tests;

@@ -3,22 +3,26 @@
 //! Checks run cheapest first, and the first failure decides the reason:
 //!
 //! 1. size: a payload longer than `max_payload_bytes` is `too_large`, unparsed;
-//! 2. topic: [`TopicPattern::device_id`](crate::topic::TopicPattern::device_id)
-//!    (`invalid_topic`, `invalid_device_id`);
-//! 3. format: [`PayloadFormat::Auto`] picks SenML for a payload whose first
-//!    non-whitespace byte is `[` and the JSON object format for `{`; then
-//!    [`json::decode`] or [`senml::decode`];
+//! 2. topic: the first source whose template the topic fits
+//!    ([`TopicTemplate::matches`](crate::topic::TopicTemplate::matches)) decodes
+//!    it; none is `invalid_topic`; then its device id (`invalid_device_id`);
+//! 3. format: the source's [`Format`]. `auto` picks SenML for a payload whose
+//!    first non-whitespace byte is `[` and the JSON object format for `{`;
+//!    then [`json::decode`] or [`senml::decode`];
 //! 4. a message with no readings is `malformed`; a reading later than
 //!    `now_ms + max_future_skew_ms` is `future_timestamp`.
 //!
 //! A message is accepted or rejected as a whole: one bad metric rejects it all.
 
 use crate::{
-    config::{DevicesConfig, PayloadFormat},
+    config::DevicesConfig,
+    id::DeviceId,
     json,
     reading::Message,
     reject::{RejectReason, Rejection},
     senml,
+    source::{Format, Source},
+    topic::{truncate, TopicMatch},
 };
 
 /// Decodes one MQTT publish received at `now_ms` (ms since the Unix epoch).
@@ -28,24 +32,55 @@ pub fn decode(
     payload: &[u8],
     now_ms: i64,
 ) -> Result<Message, Rejection> {
-    if payload.len() > cfg.max_payload_bytes {
-        return Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, more than the {} byte limit",
-                payload.len(),
-                cfg.max_payload_bytes
-            ),
-        ));
+    check_size(cfg, payload)?;
+    let (source, matched) = route(cfg, topic)?;
+    let device_id = matched.device_id()?;
+    decode_payload(cfg, &source.format, &device_id, payload, now_ms)
+}
+
+/// The first source whose template `topic` fits, and what the topic carries.
+pub fn route<'c, 't>(
+    cfg: &'c DevicesConfig,
+    topic: &'t str,
+) -> Result<(&'c Source, TopicMatch<'t>), Rejection> {
+    let mut first_why = "no source";
+    for (i, source) in cfg.sources.iter().enumerate() {
+        match source.template.matches(topic) {
+            Ok(m) => return Ok((source, m)),
+            Err(why) if i == 0 => first_why = why,
+            Err(_) => {}
+        }
     }
-    let device_id = cfg.topic.device_id(topic)?;
-    let format = match cfg.payload_format {
-        PayloadFormat::Auto => sniff(payload)?,
-        explicit => explicit,
-    };
+    Err(match cfg.sources.as_slice() {
+        [only] => only.template.mismatch(topic, first_why),
+        all => Rejection::new(
+            RejectReason::InvalidTopic,
+            format!(
+                "topic {:?} fits none of the {} source templates",
+                truncate(topic, 96),
+                all.len()
+            ),
+        ),
+    })
+}
+
+/// Decodes `payload` in `format` for a device whose id is already known (the
+/// topic step done), with the size, empty-message and future-time checks.
+pub fn decode_payload(
+    cfg: &DevicesConfig,
+    format: &Format,
+    device_id: &DeviceId,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<Message, Rejection> {
+    check_size(cfg, payload)?;
     let message = match format {
-        PayloadFormat::Senml => senml::decode(payload, &device_id, now_ms, cfg.senml_non_numeric)?,
-        _ => json::decode(payload, &device_id, now_ms)?,
+        Format::Auto { senml } => match sniff(payload)? {
+            Sniffed::Senml => senml::decode(payload, device_id, now_ms, senml.non_numeric)?,
+            Sniffed::Json => json::decode(payload, device_id, now_ms)?,
+        },
+        Format::Json => json::decode(payload, device_id, now_ms)?,
+        Format::Senml(senml) => senml::decode(payload, device_id, now_ms, senml.non_numeric)?,
     };
     if message.readings.is_empty() {
         return Err(Rejection::new(RejectReason::Malformed, "no readings"));
@@ -66,14 +101,33 @@ pub fn decode(
     Ok(message)
 }
 
+fn check_size(cfg: &DevicesConfig, payload: &[u8]) -> Result<(), Rejection> {
+    if payload.len() > cfg.max_payload_bytes {
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!(
+                "payload is {} bytes, more than the {} byte limit",
+                payload.len(),
+                cfg.max_payload_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+enum Sniffed {
+    Json,
+    Senml,
+}
+
 /// The format of an `auto` payload, from its first non-whitespace byte.
-fn sniff(payload: &[u8]) -> Result<PayloadFormat, Rejection> {
+fn sniff(payload: &[u8]) -> Result<Sniffed, Rejection> {
     match payload
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
     {
-        Some(b'[') => Ok(PayloadFormat::Senml),
-        Some(b'{') => Ok(PayloadFormat::Json),
+        Some(b'[') => Ok(Sniffed::Senml),
+        Some(b'{') => Ok(Sniffed::Json),
         Some(_) => Err(Rejection::new(
             RejectReason::Malformed,
             "payload is neither a JSON object nor a SenML array",
@@ -89,13 +143,28 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::{NonNumericPolicy, RawDevicesConfig};
+    use crate::{
+        config::{NonNumericPolicy, RawDevicesConfig},
+        source::SenmlMapping,
+    };
 
     const NOW: i64 = 1_732_530_000_000;
     const TOPIC: &str = "devices/dev-1/telemetry";
 
     fn cfg() -> DevicesConfig {
         DevicesConfig::default()
+    }
+
+    fn with_format(format: Format) -> DevicesConfig {
+        let mut cfg = cfg();
+        cfg.sources[0].format = format;
+        cfg
+    }
+
+    fn senml_policy(non_numeric: NonNumericPolicy) -> Format {
+        Format::Auto {
+            senml: SenmlMapping { non_numeric },
+        }
     }
 
     fn reason(topic: &str, payload: &[u8]) -> RejectReason {
@@ -125,19 +194,13 @@ mod tests {
 
     #[test]
     fn explicit_format_does_not_sniff() {
-        let json_only = DevicesConfig {
-            payload_format: PayloadFormat::Json,
-            ..cfg()
-        };
+        let json_only = with_format(Format::Json);
         let senml = br#"[{"n":"t","v":1}]"#;
         assert_eq!(
             decode(&json_only, TOPIC, senml, NOW).unwrap_err().reason,
             RejectReason::Malformed
         );
-        let senml_only = DevicesConfig {
-            payload_format: PayloadFormat::Senml,
-            ..cfg()
-        };
+        let senml_only = with_format(Format::Senml(SenmlMapping::default()));
         assert_eq!(
             decode(&senml_only, TOPIC, senml, NOW)
                 .unwrap()
@@ -212,10 +275,7 @@ mod tests {
     fn non_numeric_policy_comes_from_config() {
         let pack = br#"[{"n":"t","v":1},{"n":"door","vb":true}]"#;
         assert_eq!(decode(&cfg(), TOPIC, pack, NOW).unwrap().readings.len(), 1);
-        let strict = DevicesConfig {
-            senml_non_numeric: NonNumericPolicy::Reject,
-            ..cfg()
-        };
+        let strict = with_format(senml_policy(NonNumericPolicy::Reject));
         assert_eq!(
             decode(&strict, TOPIC, pack, NOW).unwrap_err().reason,
             RejectReason::NonNumeric
@@ -283,6 +343,69 @@ mod tests {
         assert_eq!(m.device_id.as_str(), "sensor.9");
     }
 
+    #[test]
+    fn each_topic_goes_to_the_first_source_it_fits() {
+        let cfg: RawDevicesConfig = toml::from_str(
+            r#"
+            [[sources]]
+            topic = "factory/{site}/{device_id}"
+            format = "senml"
+            [[sources]]
+            topic = "factory/{device_id}/+/#"
+            format = "json"
+            [[sources]]
+            topic = "tele/{device_id}/SENSOR"
+            format = "json"
+            "#,
+        )
+        .unwrap();
+        let cfg = cfg.validate().unwrap();
+        let json = br#"{"metrics":{"t":1}}"#;
+        let senml = br#"[{"n":"t","v":1}]"#;
+        // The default source first, auto format.
+        assert_eq!(
+            decode(&cfg, "devices/d1/telemetry", senml, NOW)
+                .unwrap()
+                .device_id
+                .as_str(),
+            "d1"
+        );
+        // Composed id, SenML only: the JSON payload is malformed there.
+        assert_eq!(
+            decode(&cfg, "factory/berlin/p7", senml, NOW)
+                .unwrap()
+                .device_id
+                .as_str(),
+            "berlin.p7"
+        );
+        assert_eq!(
+            decode(&cfg, "factory/berlin/p7", json, NOW)
+                .unwrap_err()
+                .reason,
+            RejectReason::Malformed
+        );
+        // A bad id in the first fitting source is not retried on later ones.
+        assert_eq!(
+            decode(&cfg, "factory/ber.lin/p7", senml, NOW)
+                .unwrap_err()
+                .reason,
+            RejectReason::InvalidDeviceId
+        );
+        assert_eq!(
+            decode(&cfg, "tele/t-1/SENSOR", json, NOW)
+                .unwrap()
+                .device_id
+                .as_str(),
+            "t-1"
+        );
+        let err = decode(&cfg, "tele/t-1/STATE", json, NOW).unwrap_err();
+        assert_eq!(err.reason, RejectReason::InvalidTopic);
+        assert!(
+            err.detail.contains("none of the 4 source templates"),
+            "{err}"
+        );
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_arbitrary_input(
@@ -304,10 +427,7 @@ mod tests {
             now in prop_oneof![Just(NOW), any::<i64>()],
             strict in any::<bool>(),
         ) {
-            let cfg = DevicesConfig {
-                senml_non_numeric: if strict { NonNumericPolicy::Reject } else { NonNumericPolicy::Ignore },
-                ..cfg()
-            };
+            let cfg = with_format(senml_policy(if strict { NonNumericPolicy::Reject } else { NonNumericPolicy::Ignore }));
             let topic = format!("devices/{id}/telemetry");
             match decode(&cfg, &topic, payload.as_bytes(), now) {
                 Ok(m) => {

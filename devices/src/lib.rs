@@ -9,16 +9,21 @@
 //! - [`reject`]: [`Rejection`] and its typed [`RejectReason`] (a small fixed set,
 //!   used as a metric label).
 //! - [`config`]: the `[devices]` config section, raw (serde) and validated.
-//! - [`topic`]: [`topic::TopicPattern`], `devices/{device_id}/telemetry` → device id.
-//! - [`decode`]: topic + payload → [`Message`] or [`Rejection`]; dispatches to
-//!   [`json`] (the gateway's JSON object format) and [`senml`] (RFC 8428).
+//! - [`source`]: a source is a topic template plus a payload format and its
+//!   mapping (`[[devices.sources]]`); the legacy `topic_pattern` is the default one.
+//! - [`topic`]: [`topic::TopicTemplate`], `factory/{site}/{device_id}/{metric}`
+//!   → device id (and metric), and the subscription filters.
+//! - [`decode`]: topic + payload → [`Message`] or [`Rejection`]: routes the topic
+//!   to its source, then dispatches to [`json`] (the gateway's JSON object
+//!   format) and [`senml`] (RFC 8428).
 //! - [`secret`]: how config secrets are printed (`<redacted>`).
 //! - [`sim`]: the deterministic simulated fleet, publishing over MQTT, and
 //!   [`ledger`]: what it published, per device and metric, for `verify`.
 //! - `testkit` (feature `testkit`): a private, tuned Mosquitto per test, for the
 //!   integration tests of every crate and the benchmarks.
 //!
-//! Data flows topic/payload → `topic` → `decode` (`json` | `senml`) → `Message`.
+//! Data flows topic/payload → `decode` (route to a `source` by its `topic`
+//! template) → the source's format (`json` | `senml`) → `Message`.
 
 pub mod config;
 pub mod decode;
@@ -31,6 +36,7 @@ pub mod reject;
 pub mod secret;
 pub mod senml;
 pub mod sim;
+pub mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topic;

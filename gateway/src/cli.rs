@@ -34,7 +34,7 @@ pub enum Command {
     },
     /// Publish a deterministic simulated fleet and write a ledger of what the broker acknowledged.
     Simulate {
-        /// Broker and topic pattern are read from this config (mqtt.host/port, devices.topic_pattern).
+        /// Broker and topic are read from this config (mqtt.host/port; the first source of format auto or json on a simple topic, normally devices.topic_pattern).
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -143,7 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .password
                     .as_ref()
                     .map(|p| secrecy::ExposeSecret::expose_secret(p).to_string()),
-                topic_template: cfg.devices.topic.as_str().to_string(),
+                topic_template: simulator_template(&cfg.devices)?,
                 devices,
                 messages_per_device: messages,
                 rate_per_s: rate,
@@ -257,4 +257,20 @@ async fn verify_cold(
         print!("{}", report.render());
     }
     Ok(report.ok())
+}
+
+/// The template the simulator publishes to: the first source that takes the
+/// gateway's JSON object format on a topic of literals and one `{device_id}`.
+fn simulator_template(devices: &devices::config::DevicesConfig) -> anyhow::Result<String> {
+    use devices::source::Format;
+    devices
+        .sources
+        .iter()
+        .find(|s| s.template.is_simple() && matches!(s.format, Format::Auto { .. } | Format::Json))
+        .map(|s| s.template.as_str().to_string())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no source the simulator can publish to: it needs one with format auto or json and a topic of literals and one {{device_id}} (devices.topic_pattern is the usual one)"
+            )
+        })
 }

@@ -137,7 +137,7 @@ impl RawConfig {
         let devices = self.devices.validate()?;
         let mqtt = self.mqtt.validate(
             gateway_id.as_str(),
-            devices.topic.subscription_filter(),
+            devices.subscription_filters(),
             devices.max_payload_bytes,
         )?;
         let hot = self.hot.validate()?;
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn defaults_load_and_validate() {
         let c = load_with_env(None, env(&[])).unwrap().validate().unwrap();
-        assert_eq!(c.mqtt.subscription, "devices/#");
+        assert_eq!(c.mqtt.subscriptions, ["devices/#"]);
         assert_eq!(c.mqtt.client_id, "thermocline-gw-1");
         assert_eq!(c.hot.flush_interval, Duration::from_millis(100));
         assert_eq!(c.http_listen.to_string(), "127.0.0.1:9880");
@@ -218,7 +218,44 @@ mod tests {
         assert_eq!(c.hot.flush_interval, Duration::from_millis(250));
         assert_eq!(c.hot.key_prefix, "env");
         assert_eq!(c.mqtt.port, 1999);
-        assert_eq!(c.mqtt.subscription, "$share/g/devices/#");
+        assert_eq!(c.mqtt.subscriptions, ["$share/g/devices/#"]);
+    }
+
+    #[test]
+    fn sources_from_a_file_add_subscriptions_and_name_their_bad_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[[devices.sources]]\ntopic = \"tele/{device_id}/SENSOR\"\nformat = \"json\"\n\n[[devices.sources]]\ntopic = \"factory/{site}/{device_id}\"\n",
+        )
+        .unwrap();
+        let c = load_with_env(Some(&p), env(&[("THERMOCLINE__MQTT__SHARED_GROUP", "g")]))
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(c.devices.sources.len(), 3);
+        assert_eq!(
+            c.mqtt.subscriptions,
+            [
+                "$share/g/devices/#",
+                "$share/g/factory/#",
+                "$share/g/tele/#"
+            ]
+        );
+
+        std::fs::write(
+            &p,
+            "[[devices.sources]]\ntopic = \"tele/{device_id}/SENSOR\"\n[[devices.sources]]\ntopic = \"tele/{device_id}/{metric}/#/x\"\n",
+        )
+        .unwrap();
+        let e = load_with_env(Some(&p), env(&[]))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`devices.sources[1].topic`"), "{e}");
+        assert!(e.contains("'#' may only be the last level"), "{e}");
     }
 
     #[test]

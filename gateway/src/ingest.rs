@@ -41,7 +41,8 @@ use cold::{pipeline::ColdIngest, row::SpoolPos, spool::DurableWatch};
 use devices::{config::DevicesConfig, decode::decode};
 use hot::{service::now_ms, HotSender};
 use rumqttc::{
-    AsyncClient, Event, EventLoop, Packet, PubAck, QoS, StateError, SubscribeReasonCode,
+    AsyncClient, Event, EventLoop, Packet, PubAck, QoS, StateError, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -153,7 +154,7 @@ impl Ingest {
             gauge: self.metrics.acks_pending.clone(),
         });
         let mut backoff = self.mqtt.reconnect_min_delay;
-        tracing::info!(host = %self.mqtt.host, port = self.mqtt.port, client_id = %self.mqtt.client_id, filter = %self.mqtt.subscription, "connecting to broker");
+        tracing::info!(host = %self.mqtt.host, port = self.mqtt.port, client_id = %self.mqtt.client_id, filters = ?self.mqtt.subscriptions, "connecting to broker");
         loop {
             let mut waiting_for = None;
             let mut full = false;
@@ -236,19 +237,23 @@ impl Ingest {
                     self.state.connected.store(true, Ordering::Relaxed);
                     self.metrics.mqtt_connected.set(1);
                     backoff = self.mqtt.reconnect_min_delay;
-                    if let Err(e) = client.try_subscribe(&self.mqtt.subscription, self.mqtt.qos) {
+                    let filters = self
+                        .mqtt
+                        .subscriptions
+                        .iter()
+                        .map(|f| SubscribeFilter::new(f.clone(), self.mqtt.qos));
+                    if let Err(e) = client.try_subscribe_many(filters) {
                         tracing::error!(error = %e, "cannot queue the subscription");
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                    {
-                        tracing::error!(filter = %self.mqtt.subscription, "broker refused the subscription (check its ACLs)");
-                    } else {
-                        tracing::info!(filter = %self.mqtt.subscription, "subscribed");
+                    // One return code per filter, in the order subscribed.
+                    for (filter, code) in self.mqtt.subscriptions.iter().zip(&ack.return_codes) {
+                        if matches!(code, SubscribeReasonCode::Failure) {
+                            tracing::error!(%filter, "broker refused the subscription (check its ACLs)");
+                        } else {
+                            tracing::info!(%filter, "subscribed");
+                        }
                     }
                 }
                 Ok(_) => {}

@@ -18,8 +18,9 @@ pub struct RawMqttConfig {
     /// false keeps a persistent session: the broker queues QoS 1 messages while
     /// the gateway is away and redelivers what was not acknowledged.
     pub clean_session: bool,
-    /// Subscription filter; empty = derived from `devices.topic_pattern`
-    /// (`devices/#`), wide on purpose so hostile topics arrive and are counted.
+    /// Subscription filter; empty = derived from the sources' topic templates
+    /// (`devices/#`, one filter per distinct literal prefix), wide on purpose
+    /// so hostile topics arrive and are counted. When set, it is the only filter.
     pub topic_filter: String,
     /// When set, subscribe as `$share/{group}/{filter}` so several gateways
     /// split the fleet.
@@ -89,8 +90,8 @@ pub struct MqttConfig {
     pub port: u16,
     pub client_id: String,
     pub clean_session: bool,
-    /// The filter actually subscribed to (with any `$share/` prefix).
-    pub subscription: String,
+    /// The filters actually subscribed to (each with any `$share/` prefix); never empty.
+    pub subscriptions: Vec<String>,
     pub qos: QoS,
     pub keep_alive: Duration,
     pub max_packet_bytes: usize,
@@ -136,7 +137,7 @@ impl RawMqttConfig {
     pub fn validate(
         self,
         gateway_id: &str,
-        derived_filter: String,
+        derived_filters: Vec<String>,
         max_payload_bytes: usize,
     ) -> Result<MqttConfig> {
         if self.host.is_empty() {
@@ -158,19 +159,27 @@ impl RawMqttConfig {
             1 => QoS::AtLeastOnce,
             q => return Err(invalid("qos", format!("{q} is not supported; use 0 or 1"))),
         };
-        let filter = if self.topic_filter.is_empty() {
-            derived_filter
+        let filters = if self.topic_filter.is_empty() {
+            derived_filters
         } else {
-            self.topic_filter
+            vec![self.topic_filter]
         };
-        let subscription = if self.shared_group.is_empty() {
-            filter
-        } else {
-            if self.shared_group.contains(['/', '+', '#']) {
-                return Err(invalid("shared_group", "must not contain / + #"));
-            }
-            format!("$share/{}/{filter}", self.shared_group)
-        };
+        if filters.is_empty() {
+            return Err(invalid("topic_filter", "no filter to subscribe to"));
+        }
+        if !self.shared_group.is_empty() && self.shared_group.contains(['/', '+', '#']) {
+            return Err(invalid("shared_group", "must not contain / + #"));
+        }
+        let subscriptions = filters
+            .into_iter()
+            .map(|filter| {
+                if self.shared_group.is_empty() {
+                    filter
+                } else {
+                    format!("$share/{}/{filter}", self.shared_group)
+                }
+            })
+            .collect();
         if self.keep_alive < Duration::from_secs(5) {
             return Err(invalid("keep_alive", "at least 5s"));
         }
@@ -221,7 +230,7 @@ impl RawMqttConfig {
             port: self.port,
             client_id,
             clean_session: self.clean_session,
-            subscription,
+            subscriptions,
             qos,
             keep_alive: self.keep_alive,
             max_packet_bytes,

@@ -5,8 +5,8 @@
 //! - NDJSON (`.ndjson`, `.jsonl`, `.json`): one gateway JSON payload per line
 //!   plus a `device_id` field:
 //!   `{"device_id":"sensor-7","ts":1732530000123,"seq":17,"metrics":{"temp":21.5}}`.
-//!   Validated by the gateway's own decoder ([`devices::decode::decode`] on
-//!   the device's topic), so the rules are exactly the live ones; `ts` is
+//!   Validated by the gateway's own decoder ([`devices::decode::decode_payload`]
+//!   in the JSON object format), so the rules are exactly the live ones; `ts` is
 //!   required (an offline buffer must carry event times; "now" would make a
 //!   rerun land elsewhere).
 //! - CSV (`.csv`): header `device_id,metric,ts_ms,value,seq`, then one reading
@@ -24,10 +24,7 @@ use std::{ops::Range, path::Path};
 
 use bytes::Bytes;
 use cold::row::ColdRow;
-use devices::{
-    config::{DevicesConfig, PayloadFormat},
-    DeviceId, MetricName, RejectReason, Rejection,
-};
+use devices::{config::DevicesConfig, source, DeviceId, MetricName, RejectReason, Rejection};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -194,10 +191,8 @@ fn rejected(r: Rejection) -> String {
 
 impl Validator {
     pub fn new(devices: &DevicesConfig, now_ms: i64, gateway: DeviceId) -> Self {
-        let mut devices = devices.clone();
-        devices.payload_format = PayloadFormat::Json;
         Self {
-            devices,
+            devices: devices.clone(),
             now_ms,
             gateway,
             received_at_ms: now_ms,
@@ -252,9 +247,14 @@ impl Validator {
                 RejectReason::Malformed
             ));
         }
-        let topic = self.devices.topic.topic_for(&device);
-        let msg =
-            devices::decode::decode(&self.devices, &topic, line, self.now_ms).map_err(rejected)?;
+        let msg = devices::decode::decode_payload(
+            &self.devices,
+            &source::Format::Json,
+            &device,
+            line,
+            self.now_ms,
+        )
+        .map_err(rejected)?;
         Ok(msg
             .readings
             .iter()
