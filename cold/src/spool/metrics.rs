@@ -6,6 +6,8 @@ use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry
 pub struct SpoolMetrics {
     /// Segment bytes on disk plus bytes buffered for the next write.
     pub bytes: IntGauge,
+    /// The bound `cold.spool.max_size` (set at open), so alerts can take a ratio.
+    pub max_bytes: IntGauge,
     /// Age of the oldest message record not yet released (0 when none).
     pub oldest_unshipped_age: Gauge,
     /// Torn tails cut at open (a crash mid-write).
@@ -21,6 +23,10 @@ impl SpoolMetrics {
             bytes: IntGauge::new(
                 "thermocline_cold_spool_bytes",
                 "Bytes in the spool: segment files plus the buffer awaiting the next fsync.",
+            )?,
+            max_bytes: IntGauge::new(
+                "thermocline_cold_spool_max_bytes",
+                "The spool's size bound (cold.spool.max_size): at it, ingest waits.",
             )?,
             oldest_unshipped_age: Gauge::new(
                 "thermocline_cold_spool_oldest_unshipped_age_seconds",
@@ -45,6 +51,7 @@ impl SpoolMetrics {
             )?,
         };
         registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.max_bytes.clone()))?;
         registry.register(Box::new(m.oldest_unshipped_age.clone()))?;
         registry.register(Box::new(m.torn_tails.clone()))?;
         registry.register(Box::new(m.fsync_duration.clone()))?;
@@ -67,7 +74,7 @@ mod tests {
             .iter()
             .map(|f| f.name().to_owned())
             .collect();
-        assert_eq!(names.len(), 5);
+        assert_eq!(names.len(), 6);
         assert!(names
             .iter()
             .all(|n| n.starts_with("thermocline_cold_spool_")));

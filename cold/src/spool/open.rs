@@ -133,6 +133,9 @@ impl Spool {
             failed: None,
         };
         metrics.bytes.set(report.bytes as i64);
+        metrics
+            .max_bytes
+            .set(i64::try_from(cfg.max_size_bytes).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
             cfg,
             metrics,

@@ -3,6 +3,7 @@
 //! a test stops it), ClickHouse and S3 where the cold path is on; each test
 //! under its own key prefix, client id, database and S3 prefix.
 
+mod alerts;
 mod backfill;
 mod backfill_hot;
 mod cold;
@@ -12,8 +13,8 @@ mod fixtures;
 mod hot_path;
 mod import_parquet;
 mod observability;
-mod quiet;
 mod operator;
+mod quiet;
 mod reconcile;
 mod reconcile_fleet;
 mod resume;

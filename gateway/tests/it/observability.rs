@@ -1,4 +1,5 @@
-//! Operators' side: /metrics passes `promtool check metrics`, and every panel of
+//! Operators' side: /metrics passes `promtool check metrics`, the alert rules
+//! use only exported metrics, and every panel of
 //! the Grafana dashboard (config/grafana/dashboards) answers with data from a
 //! real Prometheus scraping a running gateway with the hot path, the cold path
 //! and the reconciler on. Grafana itself is not installable here; its panels
@@ -56,6 +57,23 @@ async fn metrics_lint_and_dashboard_queries_answer() {
         "promtool check metrics:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // 1b. The alert rules use only metrics this gateway exports.
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let used = crate::alerts::rule_metrics();
+    assert!(used.len() >= 10, "the rules' metrics: {used:?}");
+    let missing: Vec<String> = used
+        .into_iter()
+        .filter(|m| !exported.contains(m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "alert rules use metrics the gateway does not export: {missing:?}"
     );
 
     // 2. A private Prometheus scraping this gateway every second.
