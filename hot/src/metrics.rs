@@ -9,6 +9,9 @@ pub struct HotMetrics {
     /// Readings whose aggregates could not be written (Redis down or erroring);
     /// the reconciler repairs their buckets from cold storage.
     pub readings_failed: IntCounter,
+    /// Device flushes (one device's script in one flush) by outcome: `ok`,
+    /// `failed` (that device's script failed or its pipeline got no answer).
+    pub device_writes: IntCounterVec,
     /// Readings not aggregated, by reason: `duplicate` (a redelivered seq),
     /// `expired` (older than every resolution's retention).
     pub readings_skipped: IntCounterVec,
@@ -35,6 +38,13 @@ impl HotMetrics {
             readings_failed: IntCounter::new(
                 "thermocline_hot_readings_failed_total",
                 "Readings whose window aggregates could not be written to Redis.",
+            )?,
+            device_writes: IntCounterVec::new(
+                Opts::new(
+                    "thermocline_hot_device_writes_total",
+                    "Per-device window merges sent to Redis, by outcome (ok, failed).",
+                ),
+                &["outcome"],
             )?,
             readings_skipped: IntCounterVec::new(
                 Opts::new(
@@ -83,6 +93,7 @@ impl HotMetrics {
         };
         registry.register(Box::new(m.readings_written.clone()))?;
         registry.register(Box::new(m.readings_failed.clone()))?;
+        registry.register(Box::new(m.device_writes.clone()))?;
         registry.register(Box::new(m.readings_skipped.clone()))?;
         registry.register(Box::new(m.seq_resets.clone()))?;
         registry.register(Box::new(m.flush_duration.clone()))?;
@@ -94,6 +105,9 @@ impl HotMetrics {
         registry.register(Box::new(m.dedup_devices.clone()))?;
         for reason in ["duplicate", "expired"] {
             m.readings_skipped.with_label_values(&[reason]);
+        }
+        for outcome in ["ok", "failed"] {
+            m.device_writes.with_label_values(&[outcome]);
         }
         for outcome in ["ok", "error"] {
             m.flushes.with_label_values(&[outcome]);

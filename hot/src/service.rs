@@ -257,14 +257,26 @@ async fn write(writer: &Writer, batch: &FlushBatch, metrics: &HotMetrics, health
     let started = Instant::now();
     let written = writer.write_counted(batch, now_ms()).await;
     metrics.readings_written.inc_by(written.readings);
+    metrics.readings_failed.inc_by(written.failed);
+    metrics
+        .device_writes
+        .with_label_values(&["ok"])
+        .inc_by(written.devices);
+    metrics
+        .device_writes
+        .with_label_values(&["failed"])
+        .inc_by(written.failed_devices);
     match written.error {
         None => metrics.flushes.with_label_values(&["ok"]).inc(),
         Some(e) => {
-            metrics.readings_failed.inc_by(written.failed);
             metrics.flushes.with_label_values(&["error"]).inc();
             metrics.redis_errors.inc();
-            health.redis_ok.store(false, Ordering::Relaxed);
-            metrics.redis_up.set(0);
+            // One device's failing script says nothing about Redis being
+            // reachable; a lost connection or a timeout does.
+            if e.is_retriable() {
+                health.redis_ok.store(false, Ordering::Relaxed);
+                metrics.redis_up.set(0);
+            }
             tracing::warn!(error = %e, failed = written.failed, written = written.readings, "hot flush failed in part; readings counted as not written");
         }
     }

@@ -26,8 +26,10 @@ use crate::{
 };
 use devices::{DeviceId, MetricName};
 
-/// Metrics per bucket entry of one script call: keeps Lua's `unpack` far below
-/// its stack limit whatever a device sends (a key may then appear twice).
+/// Metrics per bucket entry of one script call: keeps Lua's `unpack` (at most
+/// ~8,000 values) far below its limit whatever a device sends (a key may then
+/// appear twice). The script chunks the latest view the same way, 500 metrics
+/// (2,000 HSET values) at a time.
 const METRICS_PER_ENTRY: usize = 200;
 
 /// Pipelines of one flush in flight at once: enough to keep Redis busy while
@@ -41,6 +43,7 @@ const PIPELINES_IN_FLIGHT: usize = 4;
 /// min, max, last, last_ts; then per metric 3 values for the latest view:
 /// metric, value, ts.
 const MERGE_LUA: &str = r#"
+local LATEST_CHUNK = 500
 local nb = tonumber(ARGV[1])
 local a = 4
 for i = 1, nb do
@@ -82,30 +85,38 @@ for i = 1, nb do
   a = a + nm * 7
 end
 local latest = KEYS[1]
-local lf, la = {}, {}
-while a <= #ARGV do
-  lf[#lf + 1] = 't:' .. ARGV[a]
-  lf[#lf + 1] = 'v:' .. ARGV[a]
-  la[#la + 1] = a
-  a = a + 3
-end
-lf[#lf + 1] = 'seen'
-local cur = redis.call('HMGET', latest, unpack(lf))
-local out, n = {}, 0
-for j, p in ipairs(la) do
-  local ct, cv = tonumber(cur[2 * j - 1]), tonumber(cur[2 * j])
-  local t, v = tonumber(ARGV[p + 2]), tonumber(ARGV[p + 1])
-  if not ct or t > ct or (t == ct and v > cv) then
-    out[n + 1] = lf[2 * j]; out[n + 2] = ARGV[p + 1]
-    out[n + 3] = lf[2 * j - 1]; out[n + 4] = ARGV[p + 2]
-    n = n + 4
+-- The latest view in chunks of LATEST_CHUNK metrics (two HMGET fields and up
+-- to four HSET values each), like the bucket entries: a device may send more
+-- metrics than Lua's unpack takes at once. `seen` rides on the first chunk;
+-- the loop runs once even when there is no latest value to write.
+local first = true
+repeat
+  local lf, la = {}, {}
+  while a <= #ARGV and #la < LATEST_CHUNK do
+    lf[#lf + 1] = 't:' .. ARGV[a]
+    lf[#lf + 1] = 'v:' .. ARGV[a]
+    la[#la + 1] = a
+    a = a + 3
   end
-end
-if tonumber(ARGV[2]) > tonumber(cur[#lf] or '0') then
-  out[n + 1] = 'seen'; out[n + 2] = ARGV[2]
-  n = n + 2
-end
-if n > 0 then redis.call('HSET', latest, unpack(out)) end
+  if first then lf[#lf + 1] = 'seen' end
+  local cur = redis.call('HMGET', latest, unpack(lf))
+  local out, n = {}, 0
+  for j, p in ipairs(la) do
+    local ct, cv = tonumber(cur[2 * j - 1]), tonumber(cur[2 * j])
+    local t, v = tonumber(ARGV[p + 2]), tonumber(ARGV[p + 1])
+    if not ct or t > ct or (t == ct and v > cv) then
+      out[n + 1] = lf[2 * j]; out[n + 2] = ARGV[p + 1]
+      out[n + 3] = lf[2 * j - 1]; out[n + 4] = ARGV[p + 2]
+      n = n + 4
+    end
+  end
+  if first and tonumber(ARGV[2]) > tonumber(cur[#lf] or '0') then
+    out[n + 1] = 'seen'; out[n + 2] = ARGV[2]
+    n = n + 2
+  end
+  if n > 0 then redis.call('HSET', latest, unpack(out)) end
+  first = false
+until a > #ARGV
 redis.call('PEXPIREAT', latest, ARGV[3])
 return nb
 "#;
@@ -115,10 +126,25 @@ return nb
 pub struct Written {
     /// Readings whose buckets were merged.
     pub readings: u64,
-    /// Readings of pipelines that failed.
+    /// Readings whose device's script did not run (or whose pipeline got no answer).
     pub failed: u64,
-    /// The first error, if any pipeline failed.
+    /// Devices whose script was applied.
+    pub devices: u64,
+    /// Devices whose script failed or got no answer.
+    pub failed_devices: u64,
+    /// The first error, if any write failed (a failed fleet-index update is
+    /// reported here too, without counting readings as failed: the buckets
+    /// landed, and the reconciler restores the index).
     pub error: Option<Error>,
+}
+
+/// One pipeline's outcome: per device, readings and whether its script ran.
+struct PipeOutcome {
+    readings: u64,
+    failed: u64,
+    devices: u64,
+    failed_devices: u64,
+    error: Option<Error>,
 }
 
 /// The Redis side of the hot path: a cheap-to-clone handle.
@@ -147,7 +173,7 @@ impl Writer {
         }
     }
 
-    /// Writes every device's pending windows; fails if any pipeline failed.
+    /// Writes every device's pending windows; fails if any write failed.
     pub async fn write(&self, batch: &FlushBatch, now_ms: i64) -> Result<()> {
         match self.write_counted(batch, now_ms).await {
             Written { error: Some(e), .. } => Err(e),
@@ -155,10 +181,14 @@ impl Writer {
         }
     }
 
-    /// Writes every device's pending windows and says how many readings landed.
-    /// A pipeline that fails counts all its devices' readings as failed: nothing
-    /// can be said about which of its scripts were applied. The reconciler
-    /// repairs those buckets from cold storage. Other pipelines are unaffected.
+    /// Writes every device's pending windows and says how many readings (and
+    /// devices) landed. Each device's script is one atomic call whose own
+    /// answer says whether it ran: a device whose script fails counts its
+    /// readings as failed, the other devices of the same pipeline count as
+    /// written. Only a pipeline that gets no answer at all (connection lost,
+    /// timeout) counts every device in it as failed, since nothing can be said
+    /// about which scripts ran. The reconciler repairs those buckets from cold
+    /// storage.
     pub async fn write_counted(&self, batch: &FlushBatch, now_ms: i64) -> Written {
         let devices: Vec<(&DeviceId, &DeviceBatch)> = batch.devices.iter().collect();
         let mut chunks = devices.chunks(self.devices_per_pipeline);
@@ -171,18 +201,22 @@ impl Writer {
             while pipes.len() < PIPELINES_IN_FLIGHT {
                 let Some(chunk) = chunks.next() else { break };
                 let pipe = self.pipeline(chunk, now_ms);
-                let readings: u64 = chunk.iter().map(|(_, d)| d.readings).sum();
+                let readings: Vec<u64> = chunk.iter().map(|(_, d)| d.readings).collect();
                 let this = self.clone();
-                pipes.spawn(async move { (readings, this.run(&pipe).await) });
+                pipes.spawn(async move { this.run(pipe, &readings).await });
             }
             let Some(done) = pipes.join_next().await else {
                 break;
             };
             match done {
-                Ok((n, Ok(()))) => out.readings += n,
-                Ok((n, Err(e))) => {
-                    out.failed += n;
-                    out.error.get_or_insert(e);
+                Ok(o) => {
+                    out.readings += o.readings;
+                    out.failed += o.failed;
+                    out.devices += o.devices;
+                    out.failed_devices += o.failed_devices;
+                    if let Some(e) = o.error {
+                        out.error.get_or_insert(e);
+                    }
                 }
                 Err(e) => {
                     out.error
@@ -192,26 +226,87 @@ impl Writer {
         }
         // A panicked pipeline task: whatever is not accounted for failed.
         out.failed = batch.readings - out.readings;
+        out.failed_devices = batch.devices.len() as u64 - out.devices;
         out
     }
 
-    async fn run(&self, pipe: &Pipeline) -> Result<()> {
+    /// Runs one pipeline: the first `readings.len()` commands are the devices'
+    /// scripts, any after them the fleet-index update.
+    async fn run(&self, pipe: Pipeline, readings: &[u64]) -> PipeOutcome {
         let mut conn = self.conn.clone();
-        match pipe.exec_async(&mut conn).await {
-            Ok(()) => Ok(()),
-            // After a Redis restart its script cache is empty: every EVALSHA of
-            // this pipeline failed without effect, and the ZADD GT is idempotent,
-            // so loading the script and running it again is safe.
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+        let mut out = PipeOutcome {
+            readings: 0,
+            failed: 0,
+            devices: 0,
+            failed_devices: 0,
+            error: None,
+        };
+        let mut results: Vec<redis::RedisResult<redis::Value>> =
+            match pipe.query_async(&mut conn).await {
+                Ok(r) => r,
+                Err(e) => {
+                    out.failed = readings.iter().sum();
+                    out.failed_devices = readings.len() as u64;
+                    out.error = Some(e.into());
+                    return out;
+                }
+            };
+        // After a Redis restart (or SCRIPT FLUSH) its script cache is empty:
+        // the EVALSHAs answered NOSCRIPT ran without effect, so loading the
+        // script and sending just those again is safe.
+        let no_script = |r: &redis::RedisResult<redis::Value>| matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript));
+        let again: Vec<usize> = (0..results.len())
+            .filter(|i| no_script(&results[*i]))
+            .collect();
+        if !again.is_empty() {
+            let retried = async {
                 self.script.prepare_invoke().load_async(&mut conn).await?;
-                pipe.exec_async(&mut conn).await.map_err(Error::from)
+                let mut retry = redis::pipe();
+                retry.ignore_errors();
+                let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+                for i in &again {
+                    retry.add_command(cmds[*i].clone());
+                }
+                retry
+                    .query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn)
+                    .await
+            };
+            match retried.await {
+                Ok(r) => {
+                    for (i, res) in again.iter().zip(r) {
+                        results[*i] = res;
+                    }
+                }
+                Err(e) => {
+                    for i in &again {
+                        results[*i] = Err(e.clone());
+                    }
+                }
             }
-            Err(e) => Err(e.into()),
         }
+        for (i, res) in results.into_iter().enumerate() {
+            match (readings.get(i), res) {
+                (Some(n), Ok(_)) => {
+                    out.readings += n;
+                    out.devices += 1;
+                }
+                (Some(n), Err(e)) => {
+                    out.failed += n;
+                    out.failed_devices += 1;
+                    out.error.get_or_insert(e.into());
+                }
+                (None, Ok(_)) => {}
+                (None, Err(e)) => {
+                    out.error.get_or_insert(e.into());
+                }
+            }
+        }
+        out
     }
 
     fn pipeline(&self, devices: &[(&DeviceId, &DeviceBatch)], now_ms: i64) -> Pipeline {
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         let max_retention = self
             .resolutions
             .iter()
@@ -257,17 +352,16 @@ impl Writer {
             for (metric, (ts, value)) in &batch.latest {
                 inv.arg(metric.as_str()).arg(*value).arg(*ts);
             }
-            pipe.invoke_script(&inv).ignore();
+            pipe.invoke_script(&inv);
             zadd.arg(batch.seen_ms).arg(device.as_str());
         }
-        pipe.add_command(zadd).ignore();
+        pipe.add_command(zadd);
         // Keep the fleet index bounded: forget devices unseen for longer than
         // the longest retention.
         pipe.cmd("ZREMRANGEBYSCORE")
             .arg(self.keys.device_index())
             .arg("-inf")
-            .arg(format!("({}", now_ms - max_retention))
-            .ignore();
+            .arg(format!("({}", now_ms - max_retention));
         pipe
     }
 }

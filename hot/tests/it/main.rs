@@ -560,3 +560,80 @@ async fn repair_restores_seen_and_fleet_index_without_lowering_them() {
     );
     ctx.cleanup().await;
 }
+
+/// Issue 8: a valid message with thousands of metrics (2,000 is 23 KiB of
+/// JSON; 6,000 still fits the 64 KiB payload limit) lands in the buckets and
+/// the latest view, on the first write and on a merge. Before the latest view
+/// was chunked the script overflowed Lua's `unpack` and nothing landed.
+#[tokio::test]
+async fn thousands_of_metrics_land_in_buckets_and_latest_view() {
+    let ctx = Ctx::new("widest").await;
+    let now = now_ms();
+    for (dev_name, n) in [("d2k", 2_000usize), ("d6k", 6_000)] {
+        let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        let vals: Vec<(&str, f64)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as f64))
+            .collect();
+        for round in 0..2 {
+            let mut agg = Aggregator::new(ctx.res.clone(), Dedup::new(256, 1000));
+            agg.ingest(&msg(dev_name, round, now - round as i64, &vals), now);
+            let w = ctx.writer().write_counted(&agg.take(), now).await;
+            assert!(w.error.is_none(), "{dev_name}: {:?}", w.error);
+            assert_eq!((w.readings, w.failed, w.devices), (n as u64, 0, 1));
+        }
+        let reader = ctx.reader();
+        let latest = reader.latest(&dev(dev_name)).await.unwrap().unwrap();
+        assert_eq!(latest.metrics.len(), n, "{dev_name}");
+        assert_eq!(latest.metrics[&format!("m{}", n - 1)].ts_ms, now);
+        assert!(latest.last_seen_ms >= now);
+        for i in [0, n / 2, n - 1] {
+            let b = reader
+                .buckets(&dev(dev_name), &metric(&names[i]), &ctx.res[0], now, now)
+                .await
+                .unwrap();
+            assert_eq!(
+                (b[0].agg.count, b[0].agg.sum, b[0].agg.last_ts_ms),
+                (2, 2.0 * i as f64, now),
+                "{dev_name} {}",
+                names[i]
+            );
+        }
+    }
+    ctx.cleanup().await;
+}
+
+/// One device whose script fails (its latest key is not a hash) fails alone:
+/// the other devices of the same pipeline are counted as written and are in
+/// Redis; the failed device's readings are counted as failed.
+#[tokio::test]
+async fn a_failing_device_script_fails_only_that_device() {
+    let ctx = Ctx::new("onefails").await;
+    let now = now_ms();
+    let _: () = redis::cmd("SET")
+        .arg(ctx.keys.latest(&dev("d2")))
+        .arg("not a hash")
+        .query_async(&mut ctx.conn.clone())
+        .await
+        .unwrap();
+    let mut agg = Aggregator::new(ctx.res.clone(), Dedup::new(256, 1000));
+    agg.ingest(&msg("d1", 0, now, &[("m", 1.0)]), now);
+    agg.ingest(&msg("d2", 0, now, &[("m", 2.0), ("n", 2.0)]), now);
+    agg.ingest(&msg("d3", 0, now, &[("m", 3.0)]), now);
+    // ctx.writer() puts 3 devices in one pipeline.
+    let w = ctx.writer().write_counted(&agg.take(), now).await;
+    assert_eq!((w.readings, w.failed), (2, 2));
+    assert_eq!((w.devices, w.failed_devices), (2, 1));
+    assert!(
+        w.error.as_ref().is_some_and(|e| !e.is_retriable()),
+        "{:?}",
+        w.error
+    );
+    let reader = ctx.reader();
+    for (d, v) in [("d1", 1.0), ("d3", 3.0)] {
+        let latest = reader.latest(&dev(d)).await.unwrap().unwrap();
+        assert_eq!(latest.metrics["m"].value, v, "{d}");
+    }
+    ctx.cleanup().await;
+}
