@@ -12,6 +12,9 @@
 //! - [`topic`]: [`topic::TopicPattern`], `devices/{device_id}/telemetry` → device id.
 //! - [`decode`]: topic + payload → [`Message`] or [`Rejection`]; dispatches to
 //!   [`json`] (the gateway's JSON object format) and [`senml`] (RFC 8428).
+//! - [`sparkplug`]: Sparkplug B 3.0 (protobuf generated at build time from the
+//!   vendored Eclipse Tahu schema): topics, the stateful per-edge-node
+//!   [`sparkplug::Decoder`] (BIRTH aliases, `seq`, `bdSeq`, rebirth requests).
 //! - [`secret`]: how config secrets are printed (`<redacted>`).
 //! - [`sim`]: the deterministic simulated fleet, publishing over MQTT, and
 //!   [`ledger`]: what it published, per device and metric, for `verify`.
@@ -31,6 +34,7 @@ pub mod reject;
 pub mod secret;
 pub mod senml;
 pub mod sim;
+pub mod sparkplug;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topic;
