@@ -16,6 +16,9 @@
 //! - [`decode`]: topic + payload → [`Message`] or [`Rejection`]: routes the topic
 //!   to its source, then dispatches to [`json`] (the gateway's JSON object
 //!   format) and [`senml`] (RFC 8428).
+//! - [`sparkplug`]: Sparkplug B 3.0 (protobuf generated at build time from the
+//!   vendored Eclipse Tahu schema): topics, the stateful per-edge-node
+//!   [`sparkplug::Decoder`] (BIRTH aliases, `seq`, `bdSeq`, rebirth requests).
 //! - [`secret`]: how config secrets are printed (`<redacted>`).
 //! - [`sim`]: the deterministic simulated fleet, publishing over MQTT, and
 //!   [`ledger`]: what it published, per device and metric, for `verify`.
@@ -37,6 +40,7 @@ pub mod secret;
 pub mod senml;
 pub mod sim;
 pub mod source;
+pub mod sparkplug;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topic;

@@ -23,10 +23,21 @@ pub enum RejectReason {
     NonFinite,
     /// A timestamp is further in the future than the allowed clock skew.
     FutureTimestamp,
+    /// Sparkplug: a DATA message from an edge node or device with no BIRTH
+    /// in force (never born, or dead since).
+    NoBirth,
+    /// Sparkplug: a DATA metric whose alias (or name) its BIRTH did not declare.
+    UnknownAlias,
+    /// Sparkplug: two metric names of one BIRTH that are equal once sanitised,
+    /// or one alias declared twice.
+    MetricCollision,
+    /// Sparkplug: a BIRTH beyond the decoder's state bounds (edge nodes,
+    /// devices per node, metrics per node).
+    OverLimit,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 12] = [
         Self::InvalidTopic,
         Self::InvalidDeviceId,
         Self::InvalidMetric,
@@ -35,6 +46,18 @@ impl RejectReason {
         Self::NonNumeric,
         Self::NonFinite,
         Self::FutureTimestamp,
+        Self::NoBirth,
+        Self::UnknownAlias,
+        Self::MetricCollision,
+        Self::OverLimit,
+    ];
+
+    /// The reasons only the stateful Sparkplug B decoder gives.
+    pub const SPARKPLUG_ONLY: [RejectReason; 4] = [
+        Self::NoBirth,
+        Self::UnknownAlias,
+        Self::MetricCollision,
+        Self::OverLimit,
     ];
 
     /// The snake_case label used in metrics and dead letters.
@@ -48,6 +71,10 @@ impl RejectReason {
             Self::NonNumeric => "non_numeric",
             Self::NonFinite => "non_finite",
             Self::FutureTimestamp => "future_timestamp",
+            Self::NoBirth => "no_birth",
+            Self::UnknownAlias => "unknown_alias",
+            Self::MetricCollision => "metric_collision",
+            Self::OverLimit => "over_limit",
         }
     }
 }
