@@ -75,4 +75,76 @@ impl Error {
             _ => false,
         }
     }
+
+    /// Whether the store refuses this *data* for good: sending the same batch
+    /// again can never succeed, whatever state the store is in (a row a table
+    /// rejects, a table whose columns do not match the sink's, data that
+    /// cannot be encoded). The pipeline sets such a batch aside instead of
+    /// retrying it. Errors about the store itself (down, overloaded, read-only,
+    /// wrong credentials, missing bucket) are not permanent in this sense,
+    /// even when not [retriable](Self::is_retriable) right away: they go away
+    /// once the store or the config is fixed, so the batch waits for that.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::ClickHouse(e) | Self::ClickHouseOp { source: e, .. } => {
+                crate::clickhouse::rejects_data(e)
+            }
+            Self::InvalidData { .. }
+            | Self::Parquet(_)
+            | Self::Arrow(_)
+            | Self::RecordTooLarge { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad_response(msg: &str) -> Error {
+        Error::ClickHouseOp {
+            op: "insert_readings",
+            attempts: 1,
+            source: clickhouse::error::Error::BadResponse(msg.into()),
+        }
+    }
+
+    #[test]
+    fn data_refusals_are_permanent_and_store_conditions_are_not() {
+        // 18.16's and current servers' message formats.
+        for msg in [
+            "Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero",
+            "Code: 53. DB::Exception: Type mismatch in IN or VALUES section. (TYPE_MISMATCH)",
+            "Code: 16, e.displayText() = DB::Exception: No such column seq in table",
+        ] {
+            assert!(bad_response(msg).is_permanent(), "{msg}");
+        }
+        for msg in [
+            "Code: 252, e.displayText() = DB::Exception: Too many parts (300)",
+            "Code: 164, e.displayText() = DB::Exception: Cannot execute query in readonly mode",
+            "Code: 241. DB::Exception: Memory limit (total) exceeded",
+            "Code: 516. DB::Exception: default: Authentication failed",
+            "no code at all",
+            "Code: x",
+        ] {
+            assert!(!bad_response(msg).is_permanent(), "{msg}");
+        }
+        assert!(!Error::ClickHouse(clickhouse::error::Error::TimedOut).is_permanent());
+        let s3 = Error::S3 {
+            op: "PutObject",
+            key: "k".into(),
+            message: "AccessDenied".into(),
+            retriable: false,
+        };
+        assert!(
+            !s3.is_permanent(),
+            "a refusing S3 is waited for, not bypassed"
+        );
+        let schema = Error::InvalidData {
+            what: "clickhouse table db.readings".into(),
+            reason: "column `seq` is String, expected UInt64".into(),
+        };
+        assert!(schema.is_permanent());
+    }
 }

@@ -28,5 +28,5 @@ pub mod sink;
 pub use config::{ClickHouseConfig, RawClickHouseConfig};
 pub use metrics::ClickHouseMetrics;
 pub use query::{Agg, BucketAgg, DeviceBucketAgg, DeviceFilter};
-pub use retry::{is_retriable, Backoff};
+pub use retry::{is_retriable, rejects_data, Backoff};
 pub use sink::{BatchRecord, ClickHouseHealth, ClickHouseSink};

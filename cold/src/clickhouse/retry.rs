@@ -45,6 +45,54 @@ pub fn is_retriable(e: &::clickhouse::error::Error) -> bool {
     )
 }
 
+/// Server error codes that refuse the data itself, so the same insert can
+/// never succeed: unparsable or mistyped values and columns, a row a table's
+/// `throwIf` or constraint rejects. Anything else the server answers (too
+/// many parts, read-only, memory, auth, unknown table) is a state of the store
+/// that can pass.
+const DATA_REJECTED_CODES: [u32; 19] = [
+    6,   // CANNOT_PARSE_TEXT
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,  // ATTEMPT_TO_READ_AFTER_EOF
+    33,  // CANNOT_READ_ALL_DATA
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    43,  // ILLEGAL_TYPE_OF_ARGUMENT
+    44,  // ILLEGAL_COLUMN
+    47,  // UNKNOWN_IDENTIFIER
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    131, // TOO_LARGE_STRING_SIZE
+    395, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+    469, // VIOLATED_CONSTRAINT
+];
+
+/// The server's error code in its answer (`Code: 395, e.displayText() = …`
+/// on 18.16, `Code: 395. DB::Exception: …` on current releases).
+fn server_code(message: &str) -> Option<u32> {
+    let rest = &message[message.find("Code: ")? + "Code: ".len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
+/// Whether ClickHouse refused the data itself (see [`DATA_REJECTED_CODES`]),
+/// or the client could not encode it: retrying the same insert cannot help.
+pub fn rejects_data(e: &::clickhouse::error::Error) -> bool {
+    use ::clickhouse::error::Error as E;
+    match e {
+        E::BadResponse(m) => server_code(m).is_some_and(|c| DATA_REJECTED_CODES.contains(&c)),
+        E::SequenceMustHaveLength | E::Custom(_) => true,
+        _ => false,
+    }
+}
+
 /// Runs `f` until it succeeds, fails with an error that is not retriable, or
 /// `backoff.max_attempts` tries have failed. Counts every failed try in
 /// `errors_total` and every retry in `retries_total`; keeps `up` current.

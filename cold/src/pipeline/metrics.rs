@@ -12,6 +12,10 @@ pub struct PipelineMetrics {
     pub batches_pending: IntGauge,
     /// Shipping attempts that failed and will be retried, by store.
     pub ship_retries: IntCounterVec,
+    /// Batches a store refused for good, set aside in S3 (`rejected/`), by store.
+    pub batches_rejected: IntCounterVec,
+    /// Shipping tasks that panicked and were started again.
+    pub ship_panics: IntCounter,
     /// Readings dropped as broker redeliveries (see `dedup`).
     pub redeliveries_dropped: IntCounter,
     /// Decoded bytes held in memory (open batch plus batches being shipped).
@@ -36,6 +40,18 @@ impl PipelineMetrics {
                 ),
                 &["store"],
             )?,
+            batches_rejected: IntCounterVec::new(
+                Opts::new(
+                    "thermocline_cold_batches_rejected_total",
+                    "Batches a store refused for good (poison row, schema conflict), set aside \
+                     under rejected/ in S3 and released from the spool, by store.",
+                ),
+                &["store"],
+            )?,
+            ship_panics: IntCounter::new(
+                "thermocline_cold_ship_panics_total",
+                "Shipping attempts that panicked; the job is retried, its range kept.",
+            )?,
             redeliveries_dropped: IntCounter::new(
                 "thermocline_cold_redeliveries_dropped_total",
                 "Readings dropped from cold batches as broker redeliveries of spooled ones.",
@@ -48,10 +64,13 @@ impl PipelineMetrics {
         registry.register(Box::new(m.batches_shipped.clone()))?;
         registry.register(Box::new(m.batches_pending.clone()))?;
         registry.register(Box::new(m.ship_retries.clone()))?;
+        registry.register(Box::new(m.batches_rejected.clone()))?;
+        registry.register(Box::new(m.ship_panics.clone()))?;
         registry.register(Box::new(m.redeliveries_dropped.clone()))?;
         registry.register(Box::new(m.pending_bytes.clone()))?;
         for s in [Store::S3, Store::ClickHouse] {
             m.ship_retries.with_label_values(&[s.as_str()]);
+            m.batches_rejected.with_label_values(&[s.as_str()]);
         }
         Ok(m)
     }

@@ -14,7 +14,9 @@
 //!    and must be durable before the range is taken and shipped (so a range
 //!    that reached a store is always cut at the same place after a crash).
 //! 4. **Ship** each batch (S3, then ClickHouse) and each range's dead letters
-//!    (S3), at most `max_inflight_batches` at a time, retrying forever.
+//!    (S3), at most `max_inflight_batches` at a time, retrying forever while
+//!    a store is unavailable; a batch a store refuses for good is set aside
+//!    under `rejected/` in S3 instead (see [`ship`]).
 //! 5. **Release**: each store's acknowledgement goes to the [`ReleaseTracker`];
 //!    when a contiguous prefix of ranges is held by both stores the spool is
 //!    released through it and its segments deleted.

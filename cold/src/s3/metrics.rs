@@ -6,10 +6,11 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 /// Object kinds, the values of the `kind` label.
 pub const KIND_BATCH: &str = "batch";
 pub const KIND_DEAD_LETTER: &str = "dead_letter";
+pub const KIND_REJECTED: &str = "rejected_batch";
 
 #[derive(Clone)]
 pub struct S3Metrics {
-    /// Objects stored, by kind (`batch`, `dead_letter`).
+    /// Objects stored, by kind (`batch`, `dead_letter`, `rejected_batch`).
     pub objects_written: IntCounterVec,
     pub bytes_written: IntCounter,
     /// Failed requests (every failed attempt), by S3 operation.
@@ -32,7 +33,7 @@ impl S3Metrics {
             objects_written: IntCounterVec::new(
                 Opts::new(
                     "thermocline_cold_s3_objects_written_total",
-                    "Objects stored in S3, by kind (batch, dead_letter).",
+                    "Objects stored in S3, by kind (batch, dead_letter, rejected_batch).",
                 ),
                 &["kind"],
             )?,

@@ -4,6 +4,7 @@
 //! - `retry`: which failures are retriable, and the retry loop; the SDK's own
 //!   retries are off so every attempt is counted and paced here.
 //! - [`dead_letter`]: the NDJSON format of rejected messages and their keys.
+//! - [`rejected`]: batches a store refused for good, set aside as JSON.
 //! - [`metrics`]: the sink's Prometheus metrics, [`S3Metrics`].
 //!
 //! Keys (see [`Batch::s3_key`] and [`dead_letter_key`]) are deterministic, so
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod dead_letter;
 pub mod metrics;
+pub mod rejected;
 mod retry;
 
 use std::{future::Future, ops::Range, sync::Arc, time::Instant};
@@ -37,9 +39,10 @@ pub use self::{
     config::{RawS3Config, RetryPolicy, S3Config},
     dead_letter::{dead_letter_key, DeadLetter},
     metrics::S3Metrics,
+    rejected::RejectedBatch,
 };
 use self::{
-    metrics::{KIND_BATCH, KIND_DEAD_LETTER},
+    metrics::{KIND_BATCH, KIND_DEAD_LETTER, KIND_REJECTED},
     retry::{classify, status, Failure},
 };
 use crate::{
@@ -54,6 +57,7 @@ const PART_CONCURRENCY: usize = 4;
 
 const PARQUET_TYPE: &str = "application/vnd.apache.parquet";
 const NDJSON_TYPE: &str = "application/x-ndjson";
+const JSON_TYPE: &str = "application/json";
 
 /// Writes and reads cold objects in one bucket. Cheap to clone.
 #[derive(Clone)]
@@ -217,6 +221,15 @@ impl S3Sink {
         let key = dead_letter_key(&self.cfg.prefix, gateway_id, hour_start_ms, id)?;
         let body = dead_letter::encode(items);
         self.put(&key, body, NDJSON_TYPE, KIND_DEAD_LETTER).await?;
+        Ok(key)
+    }
+
+    /// Stores a batch a store refused for good (see [`rejected`]) and returns
+    /// its key.
+    pub async fn put_rejected_batch(&self, rejected: &RejectedBatch) -> Result<String> {
+        let key = rejected.key(&self.cfg.prefix);
+        let body = Bytes::from(rejected.encode()?);
+        self.put(&key, body, JSON_TYPE, KIND_REJECTED).await?;
         Ok(key)
     }
 
@@ -449,6 +462,16 @@ impl S3Sink {
     /// the epoch), in key order (= time order, then batch id).
     pub async fn list_batches(&self, range: Range<i64>) -> Result<Vec<String>> {
         self.list("readings", ".parquet", range).await
+    }
+
+    /// Reads a rejected batch back.
+    pub async fn get_rejected_batch(&self, key: &str) -> Result<RejectedBatch> {
+        RejectedBatch::decode(&self.get(key).await?)
+    }
+
+    /// Keys of the rejected-batch objects whose event hour overlaps `range`.
+    pub async fn list_rejected_batches(&self, range: Range<i64>) -> Result<Vec<String>> {
+        self.list("rejected", ".json", range).await
     }
 
     /// Keys of the dead-letter objects whose hour overlaps `range`.

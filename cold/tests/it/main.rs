@@ -3,5 +3,6 @@
 //! database, so tests run in parallel, and cleans up after itself.
 
 mod clickhouse;
+mod pipeline;
 mod s3;
 mod support;
