@@ -28,6 +28,9 @@ use crate::{
     Result,
 };
 
+/// How often a replay waiting for room checks whether ingest has gone.
+const CLOSED_POLL: Duration = Duration::from_millis(100);
+
 pub(crate) struct Pipeline {
     max_inflight: usize,
     max_pending_bytes: u64,
@@ -105,7 +108,18 @@ impl Pipeline {
     ) -> Result<()> {
         let (mut messages, mut cuts, mut history) = (0u64, 0u64, 0u64);
         let released = self.tracker.released();
+        let mut stop_by = None;
         while let Some(r) = replay.recv().await {
+            // Replay keeps to the memory bound live traffic keeps to: while
+            // the decoded bytes held reach `max_pending_bytes`, wait for
+            // shipping to make room before reading on (a spool filled during
+            // a long outage is never decoded into memory at once).
+            if self
+                .wait_for_room(&live, &mut stop_by, shutdown_timeout)
+                .await?
+            {
+                return Ok(());
+            }
             let r = r?;
             match r.record {
                 Record::Message(m) if r.pos < released => {
@@ -134,8 +148,7 @@ impl Pipeline {
             tracing::info!(messages, cuts, history, "spool replayed");
         }
 
-        let mut closed = false;
-        let mut stop_by = None;
+        let mut closed = stop_by.is_some();
         loop {
             if closed {
                 // Ingest is gone: cut everything open, ship it, then stop.
@@ -182,6 +195,38 @@ impl Pipeline {
             }
             self.pump();
         }
+    }
+
+    /// Waits while the bytes held are at `max_pending_bytes` and shipping can
+    /// free some. Watches for ingest going away meanwhile (shutdown during
+    /// replay): from then on `stop_by` bounds the wait; returns true once it
+    /// has passed.
+    async fn wait_for_room(
+        &mut self,
+        live: &mpsc::Receiver<Spooled>,
+        stop_by: &mut Option<Instant>,
+        shutdown_timeout: Duration,
+    ) -> Result<bool> {
+        while self.pending_bytes() >= self.max_pending_bytes && !self.inflight.is_empty() {
+            tokio::select! {
+                biased;
+                Some(done) = self.inflight.join_next() => self.shipped(done).await?,
+                _ = sleep_until(*stop_by), if stop_by.is_some() => {
+                    tracing::warn!(
+                        ?shutdown_timeout,
+                        "cold shipping did not finish within the shutdown deadline (during replay)"
+                    );
+                    return Ok(true);
+                }
+                _ = tokio::time::sleep(CLOSED_POLL), if stop_by.is_none() => {
+                    if live.is_closed() {
+                        *stop_by = Some(Instant::now() + shutdown_timeout);
+                    }
+                }
+            }
+            self.pump();
+        }
+        Ok(false)
     }
 
     fn pending_bytes(&self) -> u64 {

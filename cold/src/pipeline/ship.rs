@@ -423,7 +423,7 @@ mod tests {
             max_delay: Duration::from_secs(1),
             max_attempts: u32::MAX,
         };
-        let job = vec![1u8, 2, 3];
+        let job = [1u8, 2, 3];
         let calls = AtomicU32::new(0);
         let out = until_no_panic(&panics, &backoff, || async {
             if calls.fetch_add(1, Ordering::Relaxed) < 2 {
