@@ -8,6 +8,7 @@ mod backfill;
 mod backfill_hot;
 mod cold;
 mod cold_outage;
+mod dashboards;
 mod first_run;
 mod fixtures;
 mod hot_path;
