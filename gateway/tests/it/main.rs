@@ -14,6 +14,7 @@ mod fixtures;
 mod hot_path;
 mod import_parquet;
 mod observability;
+mod openapi;
 mod operator;
 mod quiet;
 mod reconcile;
