@@ -59,6 +59,40 @@ pub enum Command {
         #[arg(long)]
         ledger: PathBuf,
     },
+    /// Lint the Grafana dashboards and run every panel's query against the
+    /// given servers; one line per panel target: ok / no data / error.
+    /// Exits 1 unless every line is ok.
+    DashboardsCheck {
+        /// The dashboards' directory.
+        #[arg(long, default_value = "config/grafana/dashboards")]
+        dir: PathBuf,
+        /// The datasource provisioning file whose uids the panels must use.
+        #[arg(
+            long,
+            default_value = "config/grafana/provisioning/datasources/thermocline.yaml"
+        )]
+        datasources: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        prometheus: String,
+        /// ClickHouse HTTP interface (password from CLICKHOUSE_PASSWORD).
+        #[arg(long, default_value = "http://127.0.0.1:8123")]
+        clickhouse: String,
+        #[arg(long, default_value = "default")]
+        clickhouse_user: String,
+        /// The gateway's HTTP API.
+        #[arg(long, default_value = "http://127.0.0.1:9880")]
+        api: String,
+        /// Dashboard variables, `name=value` (e.g. database=thermocline,
+        /// device=sensor-1); unset query variables take their first value.
+        #[arg(long = "var")]
+        vars: Vec<String>,
+        /// The range's length, ending now.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        range: std::time::Duration,
+        /// The panels' interval (`$__interval_s`).
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
     /// Check what the stores hold against a simulator ledger; exits non-zero on any difference.
     Verify {
         #[arg(long)]
@@ -112,6 +146,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let gw = Gateway::start(cfg, shutdown).await?;
             gw.wait().await;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::DashboardsCheck {
+            dir,
+            datasources,
+            prometheus,
+            clickhouse,
+            clickhouse_user,
+            api,
+            vars,
+            range,
+            interval,
+        } => {
+            use crate::dashboards as d;
+            let dashboards = d::load(&dir)?;
+            let uids = d::provisioned_uids(&std::fs::read_to_string(&datasources)?);
+            let mut ok = true;
+            for p in d::lint(&dashboards, &uids) {
+                println!("lint: error: {p}");
+                ok = false;
+            }
+            let mut map = std::collections::BTreeMap::new();
+            for v in vars {
+                let (k, val) = v
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--var {v:?}: expected name=value"))?;
+                map.insert(k.to_string(), val.to_string());
+            }
+            let servers = d::Servers {
+                prometheus,
+                clickhouse,
+                clickhouse_user,
+                clickhouse_password: std::env::var("CLICKHOUSE_PASSWORD").ok(),
+                api,
+            };
+            let now = hot::service::now_ms();
+            let from = now - i64::try_from(range.as_millis()).unwrap_or(i64::MAX / 2);
+            for c in d::check(&dashboards, &servers, &map, (from, now), interval).await {
+                ok &= c.status == d::Status::Ok;
+                println!("{}", c.line());
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::CheckConfig { config } => {
             let raw = config::load(config.as_deref())?;

@@ -7,6 +7,8 @@
 //! | `GET /api/v1/devices?active_within=5m&limit=1000` | devices by last arrival, newest first |
 //! | `GET /api/v1/devices?silent_for=10m&limit=1000` | devices gone quiet (last arrival older than that, within the fleet index's retention), oldest first |
 //!
+//! | `GET /api/v1/openapi.json` | the OpenAPI 3 description of all of it (`openapi.json` beside this file) |
+//!
 //! Bad ids, metrics, resolutions or durations answer 400 with `{"error": ...}`;
 //! Redis trouble answers 503.
 
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/devices", get(active_devices))
         .route("/api/v1/devices/{id}/latest", get(latest))
         .route(
@@ -80,6 +83,14 @@ impl From<hot::Error> for ApiError {
     }
 }
 
+/// The OpenAPI 3 description of this API (`gateway/src/openapi.json`), kept
+/// true by the test suite (schemathesis against a running gateway).
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI_JSON).into_response()
+}
+
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
     match prometheus::TextEncoder::new().encode_utf8(&s.registry.gather(), &mut out) {
@@ -116,6 +127,15 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 fn device(id: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(id).map_err(|r| ApiError::bad(r.detail))
+}
+
+/// The latest `from` / `to` accepted (9999-12-31T23:59:59.999Z): keeps the
+/// bucket arithmetic far from i64's edges.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// A duration in ms, saturating (a duration of centuries is still just long).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn duration(key: &str, v: &str) -> Result<Duration, ApiError> {
@@ -193,16 +213,26 @@ async fn windows(
         q.get(k)
             .map(|v| {
                 v.parse::<i64>()
-                    .map_err(|_| ApiError::bad(format!("{k} must be ms since the epoch")))
+                    .ok()
+                    .filter(|t| (0..=MAX_TIME_MS).contains(t))
+                    .ok_or_else(|| {
+                        ApiError::bad(format!(
+                            "{k} must be ms since the epoch, 0 to {MAX_TIME_MS} (year 9999)"
+                        ))
+                    })
             })
             .transpose()
     };
     let to = num("to")?.unwrap_or(now);
+    let before = |span_ms: i64| {
+        to.checked_sub(span_ms)
+            .ok_or_else(|| ApiError::bad("the range starts before the representable time"))
+    };
     let from = match (num("from")?, q.get("last")) {
         (Some(_), Some(_)) => return Err(ApiError::bad("give either from or last, not both")),
         (Some(f), None) => f,
-        (None, Some(l)) => to - duration("last", l)?.as_millis() as i64,
-        (None, None) => to - 15 * 60_000,
+        (None, Some(l)) => before(millis(duration("last", l)?))?,
+        (None, None) => before(15 * 60_000)?,
     };
     if from > to {
         return Err(ApiError::bad("from is after to"));
@@ -266,10 +296,10 @@ async fn active_devices(
         let horizon = s.reader.index_horizon_ms(now);
         let devices = s
             .reader
-            .quiet_devices(horizon, now - silent.as_millis() as i64, limit)
+            .quiet_devices(horizon, now.saturating_sub(millis(silent)), limit)
             .await?;
         return Ok(Json(json!({
-            "silent_for_ms": silent.as_millis() as i64,
+            "silent_for_ms": millis(silent),
             "devices": rows(devices),
         }))
         .into_response());
@@ -278,10 +308,10 @@ async fn active_devices(
         "active_within",
         q.get("active_within").map(String::as_str).unwrap_or("5m"),
     )?;
-    let since = now - within.as_millis() as i64;
+    let since = now.saturating_sub(millis(within));
     let devices = s.reader.active_devices(since, limit).await?;
     Ok(Json(json!({
-        "active_within_ms": within.as_millis() as i64,
+        "active_within_ms": millis(within),
         "devices": rows(devices),
     }))
     .into_response())

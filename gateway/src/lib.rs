@@ -8,6 +8,7 @@
 //!   once durable, decodes it and hands it to the hot path.
 //! - [`app`]: [`app::Gateway`] starts ingest, the hot path and HTTP, and stops them in order.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the read API.
+//! - [`dashboards`]: lint and run the Grafana dashboards' queries (`dashboards-check`).
 //! - [`fleet`]: devices that go quiet (`[fleet]`, the `thermocline_fleet_*` gauges).
 //! - [`cli`]: the subcommands (`run`, `check-config`, `simulate`, `verify`);
 //!   [`cli_reconcile`]: `reconcile`.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod cli_backfill;
 pub mod cli_reconcile;
 pub mod config;
+pub mod dashboards;
 pub mod error;
 pub mod fleet;
 pub mod http;

@@ -85,6 +85,11 @@ impl ColdStores {
         }
     }
 
+    /// This test's ClickHouse database.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
     pub fn env_refs(&self) -> Vec<(&str, &str)> {
         self.env
             .iter()
