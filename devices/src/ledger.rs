@@ -24,6 +24,11 @@ pub struct LedgerEntry {
     pub first_ts_ms: i64,
     /// Largest timestamp recorded.
     pub last_ts_ms: i64,
+    /// The value at `last_ts_ms` (the greater one if several share it: the
+    /// hot path's rule for "last"). Absent in ledgers written before it was
+    /// recorded; `verify --hot` then does not check it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<f64>,
 }
 
 impl LedgerEntry {
@@ -37,8 +42,12 @@ impl LedgerEntry {
                 max: value,
                 first_ts_ms: ts_ms,
                 last_ts_ms: ts_ms,
+                last: Some(value),
             };
             return;
+        }
+        if ts_ms > self.last_ts_ms || (ts_ms == self.last_ts_ms && self.last < Some(value)) {
+            self.last = Some(value);
         }
         self.count += 1;
         self.sum += value;

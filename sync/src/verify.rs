@@ -4,7 +4,8 @@
 //! retention still covers the ledger's first reading, the stored buckets over
 //! `[first_ts, last_ts]` are rolled up and compared with the ledger: counts
 //! exactly; sum, min and max within 1e-9 relative (the sum is added in another
-//! order than the simulator added it).
+//! order than the simulator added it); the last value and its ts exactly when
+//! the ledger records them.
 
 use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
 
@@ -181,7 +182,16 @@ pub async fn verify_hot(reader: &Reader, ledger: &Ledger, now_ms: i64) -> Result
         row.devices += 1;
         row.expected_readings += entry.count;
         row.found_readings += got.map_or(0, |g| g.count);
-        let diffs = diff_entry(&entry, got.map(|g| (g.count, g.sum, g.min, g.max)));
+        let mut diffs = diff_entry(&entry, got.map(|g| (g.count, g.sum, g.min, g.max)));
+        // The last value and its ts, exactly: the rolled-up buckets' last is
+        // the reading with the greatest ts, as the ledger's is.
+        if let (Some(g), Some(last)) = (got, entry.last) {
+            if g.last_ts_ms != entry.last_ts_ms {
+                diffs.push(("last_ts", entry.last_ts_ms as f64, g.last_ts_ms as f64));
+            } else if g.last != last {
+                diffs.push(("last", last, g.last));
+            }
+        }
         if !diffs.is_empty() {
             row.mismatched_devices += 1;
         }
