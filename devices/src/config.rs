@@ -9,6 +9,9 @@
 //! max_payload_size = "64KiB"
 //! max_future_skew = "5m"
 //! senml_non_numeric = "ignore"   # ignore | reject
+//!
+//! [devices.sparkplug]            # see crate::sparkplug::config
+//! enabled = false
 //! ```
 
 use std::time::Duration;
@@ -16,7 +19,11 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::Error, topic::TopicPattern};
+use crate::{
+    error::Error,
+    sparkplug::{RawSparkplugConfig, SparkplugConfig},
+    topic::TopicPattern,
+};
 
 /// Largest accepted `max_payload_size`: the MQTT maximum packet size (256 MiB).
 pub const MAX_PAYLOAD_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
@@ -59,6 +66,8 @@ pub struct RawDevicesConfig {
     #[serde(with = "humantime_serde")]
     pub max_future_skew: Duration,
     pub senml_non_numeric: NonNumericPolicy,
+    /// `[devices.sparkplug]`: Sparkplug B 3.0 beside the topic pattern.
+    pub sparkplug: RawSparkplugConfig,
 }
 
 impl Default for RawDevicesConfig {
@@ -69,6 +78,7 @@ impl Default for RawDevicesConfig {
             max_payload_size: ByteSize::kib(64),
             max_future_skew: Duration::from_secs(5 * 60),
             senml_non_numeric: NonNumericPolicy::Ignore,
+            sparkplug: RawSparkplugConfig::default(),
         }
     }
 }
@@ -110,7 +120,13 @@ impl RawDevicesConfig {
                 )
             })?;
 
+        let sparkplug = if self.sparkplug.enabled {
+            Some(self.sparkplug.validate("devices.sparkplug")?)
+        } else {
+            None
+        };
         Ok(DevicesConfig {
+            sparkplug,
             topic,
             payload_format: self.payload_format,
             max_payload_bytes,
@@ -137,6 +153,9 @@ pub struct DevicesConfig {
     /// A reading may be at most this far ahead of the gateway's clock.
     pub max_future_skew_ms: i64,
     pub senml_non_numeric: NonNumericPolicy,
+    /// `Some` when `devices.sparkplug.enabled`: topics under `spBv1.0/` are
+    /// Sparkplug B, decoded statefully at ingest (see [`crate::sparkplug`]).
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 impl Default for DevicesConfig {

@@ -15,6 +15,7 @@ mod operator;
 mod reconcile;
 mod reconcile_fleet;
 mod resume;
+mod sparkplug;
 mod support;
 mod sync_metrics;
 mod tls;
