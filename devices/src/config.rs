@@ -13,6 +13,8 @@
 //! [[devices.sources]]            # more sources, tried after the default one
 //! topic = "tele/{device_id}/SENSOR"
 //! format = "json"
+//! [devices.sparkplug]            # see crate::sparkplug::config
+//! enabled = false
 //! ```
 //!
 //! See [`crate::source`] for what a source is and how a topic finds its source.
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::Error,
     source::{build_format, RawSenmlMapping, RawSource, Source},
+    sparkplug::{RawSparkplugConfig, SparkplugConfig},
     topic::{subscription_filters, TopicTemplate},
 };
 
@@ -85,6 +88,8 @@ pub struct RawDevicesConfig {
     pub senml_non_numeric: NonNumericPolicy,
     /// More sources, tried in order after the default one.
     pub sources: Vec<RawSource>,
+    /// `[devices.sparkplug]`: Sparkplug B 3.0 beside the topic pattern.
+    pub sparkplug: RawSparkplugConfig,
 }
 
 impl Default for RawDevicesConfig {
@@ -96,6 +101,7 @@ impl Default for RawDevicesConfig {
             max_future_skew: Duration::from_secs(5 * 60),
             senml_non_numeric: NonNumericPolicy::Ignore,
             sources: Vec::new(),
+            sparkplug: RawSparkplugConfig::default(),
         }
     }
 }
@@ -172,8 +178,14 @@ impl RawDevicesConfig {
                 )
             })?;
 
+        let sparkplug = if self.sparkplug.enabled {
+            Some(self.sparkplug.validate("devices.sparkplug")?)
+        } else {
+            None
+        };
         Ok(DevicesConfig {
             sources,
+            sparkplug,
             max_payload_bytes,
             max_future_skew_ms,
         })
@@ -197,6 +209,9 @@ pub struct DevicesConfig {
     pub max_payload_bytes: usize,
     /// A reading may be at most this far ahead of the gateway's clock.
     pub max_future_skew_ms: i64,
+    /// `Some` when `devices.sparkplug.enabled`: topics under `spBv1.0/` are
+    /// Sparkplug B, decoded statefully at ingest (see [`crate::sparkplug`]).
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 impl DevicesConfig {

@@ -13,6 +13,12 @@
 //!    `now_ms + max_future_skew_ms` is `future_timestamp`.
 //!
 //! A message is accepted or rejected as a whole: one bad metric rejects it all.
+//!
+//! With `devices.sparkplug` enabled, a topic under `spBv1.0/` is a spooled
+//! Sparkplug record: ingest decoded it statefully and spooled the result in
+//! the self-contained form of [`crate::sparkplug::spooled`], which is what is
+//! decoded here (after the size check), as it was: a DEATH or a BIRTH of
+//! non-numeric metrics is a message without readings, not a rejection.
 
 use crate::{
     config::DevicesConfig,
@@ -22,6 +28,7 @@ use crate::{
     reject::{RejectReason, Rejection},
     senml,
     source::{Format, Source},
+    sparkplug,
     topic::{truncate, TopicMatch},
 };
 
@@ -33,6 +40,15 @@ pub fn decode(
     now_ms: i64,
 ) -> Result<Message, Rejection> {
     check_size(cfg, payload)?;
+    if cfg.sparkplug.is_some() && is_sparkplug(topic) {
+        return Ok(
+            sparkplug::spooled::decode(payload)?.unwrap_or_else(|| Message {
+                device_id: sparkplug_placeholder_id(),
+                seq: None,
+                readings: Vec::new(),
+            }),
+        );
+    }
     let (source, matched) = route(cfg, topic)?;
     let device_id = matched.device_id()?;
     decode_payload(cfg, &source.format, &device_id, payload, now_ms)
@@ -118,6 +134,18 @@ fn check_size(cfg: &DevicesConfig, payload: &[u8]) -> Result<(), Rejection> {
 enum Sniffed {
     Json,
     Senml,
+}
+
+/// Whether `topic` is under the Sparkplug B namespace (`spBv1.0/`).
+pub fn is_sparkplug(topic: &str) -> bool {
+    topic
+        .strip_prefix(sparkplug::topic::NAMESPACE)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The device of a spooled Sparkplug record without readings (a DEATH).
+fn sparkplug_placeholder_id() -> crate::DeviceId {
+    crate::DeviceId::parse("sparkplug").expect("a valid device id")
 }
 
 /// The format of an `auto` payload, from its first non-whitespace byte.
@@ -408,6 +436,48 @@ mod tests {
             err.detail.contains("none of the 4 source templates"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sparkplug_topics_are_spooled_records_only_when_enabled() {
+        use crate::sparkplug::{spooled, Decoder, SparkplugConfig};
+        use prost::Message as _;
+
+        let birth = crate::sparkplug::proto::Payload {
+            seq: Some(0),
+            metrics: vec![crate::sparkplug::proto::payload::Metric {
+                name: Some("t".into()),
+                datatype: Some(10),
+                value: Some(crate::sparkplug::proto::payload::metric::Value::DoubleValue(2.0)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let topic = "spBv1.0/g/NBIRTH/e";
+        let decoded = Decoder::new(SparkplugConfig::default(), 0).decode(topic, &birth, NOW);
+        let record = spooled::encode(&decoded, &birth);
+        // Off (the default): the topic pattern decides, and rejects it.
+        assert_eq!(reason(topic, &record), RejectReason::InvalidTopic);
+        let on = DevicesConfig {
+            sparkplug: Some(SparkplugConfig::default()),
+            ..cfg()
+        };
+        let m = decode(&on, topic, &record, NOW).unwrap();
+        assert_eq!(
+            (
+                m.device_id.as_str(),
+                m.readings[0].metric.as_str(),
+                m.readings[0].value
+            ),
+            ("g.e", "t", 2.0)
+        );
+        // A raw Sparkplug payload in the spool was not written by ingest.
+        assert_eq!(
+            decode(&on, topic, &birth, NOW).unwrap_err().reason,
+            RejectReason::Malformed
+        );
+        assert!(is_sparkplug(topic) && !is_sparkplug("spBv1.0x/g") && !is_sparkplug("devices/x"));
     }
 
     proptest! {

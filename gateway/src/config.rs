@@ -135,6 +135,15 @@ impl RawConfig {
             reason: format!("{:?} is not host:port ({e})", self.http.listen),
         })?;
         let devices = self.devices.validate()?;
+        if devices.sparkplug.is_some() && !self.mqtt.shared_group.is_empty() {
+            return Err(Error::Config {
+                key: "devices.sparkplug.enabled".into(),
+                reason: "Sparkplug needs every message of an edge node in one gateway \
+                         (its aliases and seq are per node); it cannot be combined with \
+                         mqtt.shared_group"
+                    .into(),
+            });
+        }
         let mqtt = self.mqtt.validate(
             gateway_id.as_str(),
             devices.subscription_filters(),
@@ -256,6 +265,68 @@ mod tests {
             .to_string();
         assert!(e.contains("`devices.sources[1].topic`"), "{e}");
         assert!(e.contains("'#' may only be the last level"), "{e}");
+    }
+
+    #[test]
+    fn sparkplug_example_config_validates() {
+        let p = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/examples/sparkplug.toml"
+        ));
+        let c = load_with_env(Some(p), env(&[]))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let sp = c.devices.sparkplug.expect("the example enables Sparkplug");
+        assert_eq!((sp.separator, sp.rebirth), ('.', true));
+        assert_eq!(c.mqtt.subscriptions, ["devices/#"]);
+    }
+
+    #[test]
+    fn sparkplug_section_loads_and_refuses_a_shared_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[devices.sparkplug]\nenabled = true\nid_separator = \"_\"\nmax_nodes = 5\n",
+        )
+        .unwrap();
+        let c = load_with_env(Some(&p), env(&[]))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let sp = c.devices.sparkplug.expect("enabled");
+        assert_eq!((sp.separator, sp.max_nodes), ('_', 5));
+        assert!(load_with_env(None, env(&[]))
+            .unwrap()
+            .validate()
+            .unwrap()
+            .devices
+            .sparkplug
+            .is_none());
+
+        let shared = load_with_env(Some(&p), env(&[("THERMOCLINE__MQTT__SHARED_GROUP", "g")]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            shared.to_string().contains("devices.sparkplug.enabled")
+                && shared.to_string().contains("mqtt.shared_group"),
+            "{shared}"
+        );
+        std::fs::write(
+            &p,
+            "[devices.sparkplug]\nenabled = true\nid_separator = \"/\"\n",
+        )
+        .unwrap();
+        let bad = load_with_env(Some(&p), env(&[]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            bad.to_string().contains("devices.sparkplug.id_separator"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -24,6 +24,11 @@
 //! the acks: ingestion stalled for good. Here acks never wait on reading, and
 //! at most `mqtt.max_unacked` publishes are taken before their acks are out.
 //! With the cold path off, rumqttc acks on receipt as before.
+//! Sparkplug B (`devices.sparkplug.enabled`): a second subscription,
+//! `spBv1.0/#`, made on every ConnAck. Those messages go through this task's
+//! one stateful `sparkplug::Decoder` before they are spooled, and the spool
+//! gets the decoded result (`sparkplug::spooled`) instead of the raw payload;
+//! a rebirth request it asks for is published with `try_publish` (QoS 0).
 //! Rejected messages are counted by reason and logged at debug level; they
 //! never stop the loop. Connection errors are retried with capped exponential
 //! backoff; the subscription is (re)made on every ConnAck.
@@ -38,7 +43,13 @@ use std::{
 };
 
 use cold::{pipeline::ColdIngest, row::SpoolPos, spool::DurableWatch};
-use devices::{config::DevicesConfig, decode::decode};
+use devices::{
+    config::DevicesConfig,
+    decode::decode,
+    sparkplug::{
+        spooled, topic::SUBSCRIPTION as SPARKPLUG_SUBSCRIPTION, Decoded, Decoder, Outcome,
+    },
+};
 use hot::{service::now_ms, HotSender};
 use rumqttc::{
     AsyncClient, Event, EventLoop, Packet, PubAck, QoS, StateError, SubscribeFilter,
@@ -153,6 +164,11 @@ impl Ingest {
             durable: cold.durable_watch(),
             gauge: self.metrics.acks_pending.clone(),
         });
+        let mut sparkplug = self
+            .devices
+            .sparkplug
+            .clone()
+            .map(|cfg| Decoder::new(cfg, self.devices.max_future_skew_ms));
         let mut backoff = self.mqtt.reconnect_min_delay;
         tracing::info!(host = %self.mqtt.host, port = self.mqtt.port, client_id = %self.mqtt.client_id, filters = ?self.mqtt.subscriptions, "connecting to broker");
         loop {
@@ -186,10 +202,27 @@ impl Ingest {
                     self.metrics.messages_received.inc();
                     self.metrics.payload_bytes.inc_by(p.payload.len() as u64);
                     let received_at_ms = now_ms();
+                    // Sparkplug is decoded once, here, before spooling: the spool
+                    // keeps the decoded result (self-contained, see
+                    // `devices::sparkplug::spooled`), so the cold path needs no
+                    // alias state and lands what the hot path gets, also after
+                    // a restart.
+                    let sparkplug_record = match &mut sparkplug {
+                        Some(dec)
+                            if devices::decode::is_sparkplug(&p.topic)
+                                && p.payload.len() <= self.devices.max_payload_bytes =>
+                        {
+                            let decoded = dec.decode(&p.topic, &p.payload, received_at_ms);
+                            let record = spooled::encode(&decoded, &p.payload);
+                            Some((decoded, tokio_util::bytes::Bytes::from(record)))
+                        }
+                        _ => None,
+                    };
+                    let record = sparkplug_record.as_ref().map_or(&p.payload, |(_, r)| r);
                     if let Some(cold) = &self.cold {
                         // Waits while the spool is full: backpressure, never a drop.
                         let spooled = keep_alive_while(
-                            cold.spool(received_at_ms, &p.topic, &p.payload),
+                            cold.spool(received_at_ms, &p.topic, record),
                             &mut eventloop,
                             acks.as_mut(),
                             self.mqtt.keep_alive / 2,
@@ -209,8 +242,14 @@ impl Ingest {
                         }
                     }
                     let topic = p.topic.as_str();
-                    match decode(&self.devices, topic, &p.payload, received_at_ms) {
-                        Ok(msg) => {
+                    let result = match sparkplug_record {
+                        Some((decoded, _)) => self.sparkplug_outcome(&client, decoded),
+                        None => decode(&self.devices, topic, &p.payload, received_at_ms).map(Some),
+                    };
+                    match result {
+                        Ok(None) => {}
+                        Ok(Some(msg)) if msg.readings.is_empty() => {}
+                        Ok(Some(msg)) => {
                             self.metrics
                                 .readings_decoded
                                 .inc_by(msg.readings.len() as u64);
@@ -244,6 +283,12 @@ impl Ingest {
                         .map(|f| SubscribeFilter::new(f.clone(), self.mqtt.qos));
                     if let Err(e) = client.try_subscribe_many(filters) {
                         tracing::error!(error = %e, "cannot queue the subscription");
+                    }
+                    if sparkplug.is_some() {
+                        if let Err(e) = client.try_subscribe(SPARKPLUG_SUBSCRIPTION, self.mqtt.qos)
+                        {
+                            tracing::error!(error = %e, "cannot queue the Sparkplug subscription");
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -292,6 +337,43 @@ impl Ingest {
             acks.clear();
         }
         self.disconnect(&client, &mut eventloop).await;
+    }
+
+    /// What a Sparkplug message gives the hot path: its live readings; the
+    /// rebirth request is published (QoS 0, as Sparkplug commands are), the
+    /// counters move.
+    fn sparkplug_outcome(
+        &self,
+        client: &AsyncClient,
+        decoded: Decoded,
+    ) -> Result<Option<devices::Message>, devices::Rejection> {
+        self.metrics.sparkplug_seq_gaps.inc_by(decoded.seq_gap);
+        if let Some(req) = decoded.rebirth {
+            match client.try_publish(&req.topic, QoS::AtMostOnce, false, req.payload) {
+                Ok(()) => self.metrics.sparkplug_rebirths.inc(),
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = %req.topic, "cannot queue a rebirth request")
+                }
+            }
+        }
+        match decoded.result? {
+            Outcome::Readings(m) => {
+                let mut msg = m.live;
+                // Historical readings land in their buckets like late ones; the
+                // latest view only takes a value newer than the one it holds.
+                msg.readings.extend(m.historical);
+                Ok(Some(msg))
+            }
+            Outcome::Stale(ids) => {
+                self.metrics.sparkplug_deaths.inc_by(ids.len() as u64);
+                tracing::debug!(devices = ids.len(), "Sparkplug death: devices stale");
+                Ok(None)
+            }
+            Outcome::Ignored(why) => {
+                tracing::trace!(why, "Sparkplug message ignored");
+                Ok(None)
+            }
+        }
     }
 
     fn reject(&self, reason: devices::RejectReason, detail: &str, topic: &str) {

@@ -17,6 +17,12 @@ pub struct IngestMetrics {
     pub mqtt_disconnects: IntCounter,
     /// QoS 1 publishes received and not yet acked (cold path on).
     pub acks_pending: IntGauge,
+    /// Sparkplug messages missed, from gaps in the edge nodes' `seq`.
+    pub sparkplug_seq_gaps: IntCounter,
+    /// NCMD `Node Control/Rebirth` requests published.
+    pub sparkplug_rebirths: IntCounter,
+    /// Edge nodes and devices made stale by an NDEATH or DDEATH.
+    pub sparkplug_deaths: IntCounter,
 }
 
 impl IngestMetrics {
@@ -54,7 +60,24 @@ impl IngestMetrics {
                 "QoS 1 publishes received and not yet acked to the broker \
                  (waiting for their spool record to be durable, or to be written).",
             )?,
+            sparkplug_seq_gaps: IntCounter::new(
+                "thermocline_ingest_sparkplug_seq_gaps_total",
+                "Sparkplug messages missed, from gaps in the edge nodes' seq \
+                 (DATA is QoS 0: a gap is the only sign of loss).",
+            )?,
+            sparkplug_rebirths: IntCounter::new(
+                "thermocline_ingest_sparkplug_rebirths_requested_total",
+                "NCMD Node Control/Rebirth requests published to edge nodes \
+                 (after DATA before BIRTH or an unknown alias; rate-limited per node).",
+            )?,
+            sparkplug_deaths: IntCounter::new(
+                "thermocline_ingest_sparkplug_deaths_total",
+                "Sparkplug edge nodes and devices made stale by an NDEATH or DDEATH.",
+            )?,
         };
+        registry.register(Box::new(m.sparkplug_seq_gaps.clone()))?;
+        registry.register(Box::new(m.sparkplug_rebirths.clone()))?;
+        registry.register(Box::new(m.sparkplug_deaths.clone()))?;
         registry.register(Box::new(m.messages_received.clone()))?;
         registry.register(Box::new(m.payload_bytes.clone()))?;
         registry.register(Box::new(m.readings_decoded.clone()))?;

@@ -2,6 +2,8 @@
 //! (serde, `deny_unknown_fields`), validated into [`SparkplugConfig`].
 //!
 //! ```toml
+//! [devices.sparkplug]
+//! enabled = false               # true: also subscribe to spBv1.0/# and decode it
 //! id_separator = "."            # {group}.{edge}.{device}; one of . _ -
 //! non_numeric = "ignore"        # String, Text, DateTime, UUID, DataSet, Bytes, File,
 //!                               # Template and arrays: ignore | reject
@@ -30,6 +32,8 @@ pub const STATE_LIMIT: usize = 1_000_000;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSparkplugConfig {
+    /// Whether the gateway subscribes to `spBv1.0/#` and decodes Sparkplug B.
+    pub enabled: bool,
     /// Joins group, edge node and device into a device id.
     pub id_separator: String,
     /// What to do with metrics of non-numeric datatypes.
@@ -48,6 +52,7 @@ pub struct RawSparkplugConfig {
 impl Default for RawSparkplugConfig {
     fn default() -> Self {
         Self {
+            enabled: false,
             id_separator: ".".into(),
             non_numeric: NonNumericPolicy::Ignore,
             rebirth: true,

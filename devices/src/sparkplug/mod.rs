@@ -12,6 +12,8 @@
 //!   `bdSeq`) and topic + payload → [`Decoded`]: readings, stale devices, or a
 //!   rejection, with a [`RebirthRequest`] when the node must rebirth.
 //! - [`rebirth`]: the NCMD `Node Control/Rebirth` the gateway publishes.
+//! - [`spooled`]: the decoded result as ingest spools it, self-contained, so
+//!   the cold path decodes exactly what the hot path got without any state.
 //! - [`config`]: the decoder's settings and bounds.
 //!
 //! Device ids: `{group}.{edge}` for node messages and `{group}.{edge}.{device}`
@@ -26,6 +28,7 @@ pub mod config;
 pub mod decoder;
 pub mod proto;
 pub mod rebirth;
+pub mod spooled;
 pub mod topic;
 pub mod value;
 

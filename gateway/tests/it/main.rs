@@ -21,6 +21,7 @@ mod quiet;
 mod reconcile;
 mod reconcile_fleet;
 mod resume;
+mod sparkplug;
 mod support;
 mod sync_metrics;
 mod tls;
