@@ -86,11 +86,120 @@ async fn cluster_writes_and_reads_back_devices_across_slots() {
             .unwrap();
         nodes_with_keys += usize::from(!ks.is_empty());
         for k in &ks {
-            let _: () = redis::cmd("DEL").arg(k).query_async(&mut c).await.unwrap();
+            // Through the cluster client: a slot another test is migrating
+            // answers ASK, which it follows.
+            let _: () = redis::cmd("DEL")
+                .arg(k)
+                .query_async(&mut conn.clone())
+                .await
+                .unwrap();
         }
         all.extend(ks);
     }
     assert!(nodes_with_keys >= 2, "all keys on one node");
     // 200 latest + 200 × 4 bucket hashes + the index.
     assert_eq!(all.len(), 200 + 800 + 1);
+}
+
+fn node_id(port: u16) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "myid"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A slot migration while the writer merges: 300 slots move from the first
+/// master to the second (`redis-cli --cluster reshard`) during 30 flushes of
+/// 200 devices; every reading lands exactly once, none counted failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_slot_migration_during_writes_stays_exact() {
+    let mut raw = RawHotConfig::default();
+    raw.redis.cluster_nodes = cluster_nodes();
+    raw.key_prefix = format!("itc-mig-{}", std::process::id());
+    let cfg = raw.validate().unwrap();
+    let conn = connect(&cfg.redis).unwrap();
+    let keys = Keys::new(&cfg.key_prefix);
+    let writer = Writer::new(conn.clone(), keys.clone(), &cfg.resolutions, 64);
+    let reader = Reader::new(conn.clone(), keys.clone(), &cfg.resolutions);
+    let (from, to) = (node_id(7000), node_id(7001));
+    let reshard = tokio::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "reshard",
+            "127.0.0.1:7000",
+            "--cluster-from",
+            &from,
+        ])
+        .args([
+            "--cluster-to",
+            &to,
+            "--cluster-slots",
+            "300",
+            "--cluster-yes",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let now = now_ms();
+    let names: Vec<String> = (0..200).map(|i| format!("m{i:03}")).collect();
+    for round in 0..30u64 {
+        let mut agg = Aggregator::new(cfg.resolutions.clone(), Dedup::new(256, 1000));
+        for d in &names {
+            agg.ingest(&msg(d, round, now - 1000, &[("a", 1.0)]), now);
+        }
+        let w = writer.write_counted(&agg.take(), now).await;
+        assert!(w.error.is_none(), "round {round}: {:?}", w.error);
+        assert_eq!((w.readings, w.failed), (200, 0));
+    }
+    let status = reshard.wait_with_output().await.unwrap().status;
+    assert!(status.success(), "reshard failed");
+    // Move 300 slots back, so repeated runs leave the cluster balanced.
+    let back = std::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "reshard",
+            "127.0.0.1:7000",
+            "--cluster-from",
+            &to,
+        ])
+        .args([
+            "--cluster-to",
+            &from,
+            "--cluster-slots",
+            "300",
+            "--cluster-yes",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(back.success(), "reshard back failed");
+    for d in &names {
+        let b = reader
+            .buckets(&dev(d), &metric("a"), &cfg.resolutions[0], now - 1000, now)
+            .await
+            .unwrap();
+        assert_eq!(b[0].agg.count, 30, "{d}");
+    }
+    for node in cluster_nodes() {
+        let mut c = redis::Client::open(node.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let ks: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", cfg.key_prefix))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for k in &ks {
+            // Through the cluster client: a slot another test is migrating
+            // answers ASK, which it follows.
+            let _: () = redis::cmd("DEL")
+                .arg(k)
+                .query_async(&mut conn.clone())
+                .await
+                .unwrap();
+        }
+    }
 }
