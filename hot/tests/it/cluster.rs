@@ -203,3 +203,58 @@ async fn cluster_slot_migration_during_writes_stays_exact() {
         }
     }
 }
+
+/// Hostile input through the cluster: a 6,000-metric device lands whole, and a
+/// device whose latest key is not a hash fails alone, in its own slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_wide_device_lands_and_a_failing_device_fails_alone() {
+    let mut raw = RawHotConfig::default();
+    raw.redis.cluster_nodes = cluster_nodes();
+    raw.key_prefix = format!("itc-hostile-{}", std::process::id());
+    let cfg = raw.validate().unwrap();
+    let conn = connect(&cfg.redis).unwrap();
+    let keys = Keys::new(&cfg.key_prefix);
+    let writer = Writer::new(conn.clone(), keys.clone(), &cfg.resolutions, 64);
+    let reader = Reader::new(conn.clone(), keys.clone(), &cfg.resolutions);
+    let _: () = redis::cmd("SET")
+        .arg(keys.latest(&dev("bad")))
+        .arg("not a hash")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    let now = now_ms();
+    let names: Vec<String> = (0..6_000).map(|i| format!("m{i}")).collect();
+    let vals: Vec<(&str, f64)> = names.iter().map(|n| (n.as_str(), 2.5)).collect();
+    let mut agg = Aggregator::new(cfg.resolutions.clone(), Dedup::new(256, 1000));
+    agg.ingest(&msg("wide", 0, now, &vals), now);
+    agg.ingest(&msg("bad", 0, now, &[("a", 1.0)]), now);
+    for i in 0..20 {
+        agg.ingest(&msg(&format!("ok{i}"), 0, now, &[("a", 1.0)]), now);
+    }
+    let w = writer.write_counted(&agg.take(), now).await;
+    assert_eq!((w.readings, w.failed), (6_020, 1));
+    assert_eq!((w.devices, w.failed_devices), (21, 1));
+    let latest = reader.latest(&dev("wide")).await.unwrap().unwrap();
+    assert_eq!(latest.metrics.len(), 6_000);
+    for i in 0..20 {
+        assert!(reader
+            .latest(&dev(&format!("ok{i}")))
+            .await
+            .unwrap()
+            .is_some());
+    }
+    let mut mine: Vec<String> = vec![keys.latest(&dev("bad")), keys.device_index()];
+    for d in std::iter::once("wide".to_string()).chain((0..20).map(|i| format!("ok{i}"))) {
+        mine.push(keys.latest(&dev(&d)));
+        for res in &cfg.resolutions {
+            mine.push(keys.bucket(&dev(&d), &res.label, res.bucket_start(now)));
+        }
+    }
+    for k in mine {
+        let _: () = redis::cmd("DEL")
+            .arg(&k)
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+    }
+}
