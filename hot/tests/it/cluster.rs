@@ -244,7 +244,10 @@ async fn cluster_wide_device_lands_and_a_failing_device_fails_alone() {
             .is_some());
     }
     let mut mine: Vec<String> = vec![keys.latest(&dev("bad")), keys.device_index()];
-    for d in std::iter::once("wide".to_string()).chain((0..20).map(|i| format!("ok{i}"))) {
+    for d in ["wide".to_string(), "bad".to_string()]
+        .into_iter()
+        .chain((0..20).map(|i| format!("ok{i}")))
+    {
         mine.push(keys.latest(&dev(&d)));
         for res in &cfg.resolutions {
             mine.push(keys.bucket(&dev(&d), &res.label, res.bucket_start(now)));
