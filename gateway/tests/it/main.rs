@@ -8,6 +8,7 @@ mod backfill_hot;
 mod cold;
 mod cold_outage;
 mod fixtures;
+mod hot_cluster;
 mod hot_concurrency;
 mod hot_path;
 mod import_parquet;
