@@ -113,6 +113,9 @@ pub fn load_with_env(
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
+            // THERMOCLINE__HOT__REDIS__CLUSTER_NODES=redis://a:7000,redis://b:7001
+            .list_separator(",")
+            .with_list_parse_key("hot.redis.cluster_nodes")
             .source(Some(env)),
     );
     Ok(builder.build()?.try_deserialize()?)

@@ -45,8 +45,14 @@ pub struct RawResolution {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRedisConfig {
-    /// `redis://host:port/db` or `rediss://` for TLS. No password here: use `password`.
+    /// One server: `redis://host:port/db` or `rediss://` for TLS. No password
+    /// here: use `password`. Empty = not set (then `redis://127.0.0.1:6379`
+    /// unless `cluster_nodes` is set).
     pub url: String,
+    /// A Redis Cluster instead: seed nodes `redis://host:port` (or all
+    /// `rediss://`); the rest of the topology is discovered. Credentials and
+    /// TLS as for one server. Setting both this and `url` is an error.
+    pub cluster_nodes: Vec<String>,
     pub username: Option<String>,
     /// Never logged; `check-config` prints it redacted.
     #[serde(serialize_with = "devices::secret::redact")]
@@ -63,7 +69,8 @@ pub struct RawRedisConfig {
 impl Default for RawRedisConfig {
     fn default() -> Self {
         Self {
-            url: "redis://127.0.0.1:6379".into(),
+            url: String::new(),
+            cluster_nodes: Vec::new(),
             username: None,
             password: None,
             tls_ca_file: None,
@@ -115,9 +122,27 @@ pub struct HotConfig {
     pub resolutions: Vec<Resolution>,
 }
 
+/// Where the hot path's Redis is.
+#[derive(Debug, Clone)]
+pub enum RedisServers {
+    Single(url::Url),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<url::Url>),
+}
+
+impl RedisServers {
+    /// Whether TLS is on (`rediss://`).
+    pub fn tls(&self) -> bool {
+        match self {
+            Self::Single(u) => u.scheme() == "rediss",
+            Self::Cluster(nodes) => nodes.iter().all(|u| u.scheme() == "rediss"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    pub url: url::Url,
+    pub servers: RedisServers,
     pub username: Option<String>,
     pub password: Option<SecretString>,
     pub tls_ca_file: Option<PathBuf>,
@@ -208,24 +233,54 @@ impl RawHotConfig {
     }
 }
 
+fn server_url(key: &str, raw: &str) -> Result<url::Url> {
+    let url = url::Url::parse(raw).map_err(|e| invalid(key, e.to_string()))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(invalid(key, "scheme must be redis:// or rediss:// (TLS)"));
+    }
+    if url.password().is_some() {
+        return Err(invalid(
+            key,
+            "must not contain a password; set hot.redis.password (e.g. THERMOCLINE__HOT__REDIS__PASSWORD)",
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid(key, "needs a host"));
+    }
+    Ok(url)
+}
+
 impl RawRedisConfig {
     fn validate(self) -> Result<RedisConfig> {
-        let url = url::Url::parse(&self.url).map_err(|e| invalid("redis.url", e.to_string()))?;
-        if !matches!(url.scheme(), "redis" | "rediss") {
-            return Err(invalid(
-                "redis.url",
-                "scheme must be redis:// or rediss:// (TLS)",
-            ));
-        }
-        if url.password().is_some() {
-            return Err(invalid(
-                "redis.url",
-                "must not contain a password; set hot.redis.password (e.g. THERMOCLINE__HOT__REDIS__PASSWORD)",
-            ));
-        }
-        if url.host_str().is_none() {
-            return Err(invalid("redis.url", "needs a host"));
-        }
+        let servers = match (self.url.is_empty(), self.cluster_nodes.is_empty()) {
+            (false, false) => {
+                return Err(invalid(
+                    "redis.url",
+                    "set either hot.redis.url (one server) or hot.redis.cluster_nodes (a cluster), not both",
+                ))
+            }
+            (true, true) => RedisServers::Single(server_url("redis.url", "redis://127.0.0.1:6379")?),
+            (false, true) => RedisServers::Single(server_url("redis.url", &self.url)?),
+            (true, false) => {
+                let mut nodes = Vec::new();
+                for (i, raw) in self.cluster_nodes.iter().enumerate() {
+                    let key = format!("redis.cluster_nodes[{i}]");
+                    let u = server_url(&key, raw)?;
+                    if u.path().len() > 1 {
+                        return Err(invalid(&key, "a cluster has only database 0: no /db path"));
+                    }
+                    nodes.push(u);
+                }
+                let tls = nodes.iter().filter(|u| u.scheme() == "rediss").count();
+                if tls != 0 && tls != nodes.len() {
+                    return Err(invalid(
+                        "redis.cluster_nodes",
+                        "either every node is rediss:// (TLS) or none",
+                    ));
+                }
+                RedisServers::Cluster(nodes)
+            }
+        };
         // The redis crate sends AUTH only when there is a password: a username
         // alone would silently connect as the `default` user instead.
         if self.username.is_some() && self.password.is_none() {
@@ -235,7 +290,7 @@ impl RawRedisConfig {
             ));
         }
         if let Some(ca) = &self.tls_ca_file {
-            if url.scheme() != "rediss" {
+            if !servers.tls() {
                 return Err(invalid(
                     "redis.tls_ca_file",
                     "only applies to rediss:// URLs",
@@ -255,7 +310,7 @@ impl RawRedisConfig {
             ));
         }
         Ok(RedisConfig {
-            url,
+            servers,
             username: self.username,
             password: self.password,
             tls_ca_file: self.tls_ca_file,
@@ -309,6 +364,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("hot.resolutions[1].width"));
+    }
+
+    #[test]
+    fn url_or_cluster_nodes_not_both() {
+        let mut raw = RawHotConfig::default();
+        raw.redis.url = "redis://127.0.0.1:6379".into();
+        raw.redis.cluster_nodes = vec!["redis://127.0.0.1:7000".into()];
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("hot.redis.url") && e.contains("hot.redis.cluster_nodes"),
+            "{e}"
+        );
+
+        let mut raw = RawHotConfig::default();
+        raw.redis.cluster_nodes = vec!["redis://a:7000".into(), "rediss://b:7001".into()];
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(e.contains("hot.redis.cluster_nodes"), "{e}");
+
+        let mut raw = RawHotConfig::default();
+        raw.redis.cluster_nodes = vec!["redis://a:7000".into(), "redis://:pw@b:7001".into()];
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("hot.redis.cluster_nodes[1]") && !e.contains("pw@"),
+            "{e}"
+        );
+
+        let mut raw = RawHotConfig::default();
+        raw.redis.cluster_nodes = vec!["redis://a:7000".into(), "redis://b:7001".into()];
+        let c = raw.validate().unwrap();
+        assert!(matches!(c.redis.servers, RedisServers::Cluster(ref n) if n.len() == 2));
+        // Neither set: the local default server.
+        let c = RawHotConfig::default().validate().unwrap();
+        assert!(
+            matches!(c.redis.servers, RedisServers::Single(ref u) if u.as_str() == "redis://127.0.0.1:6379")
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use devices::{DeviceId, MetricName};
-use redis::{aio::ConnectionManager, AsyncCommands};
+use redis::AsyncCommands;
+
+use crate::connect::Conn;
 use serde::Serialize;
 
 use crate::{keys::Keys, window::Agg, window::Resolution, Error, Result};
@@ -35,13 +37,13 @@ pub struct Bucket {
 
 #[derive(Clone)]
 pub struct Reader {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     resolutions: std::sync::Arc<[Resolution]>,
 }
 
 impl Reader {
-    pub fn new(conn: ConnectionManager, keys: Keys, resolutions: &[Resolution]) -> Self {
+    pub fn new(conn: Conn, keys: Keys, resolutions: &[Resolution]) -> Self {
         Self {
             conn,
             keys,

@@ -23,7 +23,9 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use devices::{DeviceId, MetricName};
-use redis::{aio::ConnectionManager, Script};
+use redis::Script;
+
+use crate::connect::Conn;
 
 use crate::{
     keys::Keys,
@@ -143,7 +145,7 @@ pub struct MetricRepair {
 /// Reads and rewrites bucket hashes for the reconciler. Cheap to clone.
 #[derive(Clone)]
 pub struct Repairer {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     max_retention_ms: i64,
     script: Script,
@@ -151,7 +153,7 @@ pub struct Repairer {
 }
 
 impl Repairer {
-    pub fn new(conn: ConnectionManager, keys: Keys, resolutions: &[Resolution]) -> Self {
+    pub fn new(conn: Conn, keys: Keys, resolutions: &[Resolution]) -> Self {
         Self {
             conn,
             keys,

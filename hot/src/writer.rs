@@ -14,9 +14,11 @@
 //! (shortest round-trip, from `ryu`); one that loses is not rewritten. Sums are
 //! stored with `%.17g`, so every value read back is the same `f64`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use redis::{aio::ConnectionManager, Pipeline, Script};
+use redis::{cluster_routing::Slot, Pipeline, Script};
+
+use crate::connect::Conn;
 
 use crate::{
     aggregate::{DeviceBatch, FlushBatch},
@@ -150,7 +152,7 @@ struct PipeOutcome {
 /// The Redis side of the hot path: a cheap-to-clone handle.
 #[derive(Clone)]
 pub struct Writer {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     resolutions: std::sync::Arc<[Resolution]>,
     script: Script,
@@ -159,7 +161,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(
-        conn: ConnectionManager,
+        conn: Conn,
         keys: Keys,
         resolutions: &[Resolution],
         devices_per_pipeline: usize,
@@ -191,7 +193,31 @@ impl Writer {
     /// storage.
     pub async fn write_counted(&self, batch: &FlushBatch, now_ms: i64) -> Written {
         let devices: Vec<(&DeviceId, &DeviceBatch)> = batch.devices.iter().collect();
-        let mut chunks = devices.chunks(self.devices_per_pipeline);
+        let cluster = self.conn.is_cluster();
+        // On a cluster a pipeline must stay in one slot: devices are grouped by
+        // their hash slot (each device's keys share its `{device}` tag), and the
+        // fleet index, a slot of its own, gets pipelines of its own after them.
+        let groups: Vec<Vec<(&DeviceId, &DeviceBatch)>> = if cluster {
+            let mut by_slot: HashMap<Slot, Vec<(&DeviceId, &DeviceBatch)>> = HashMap::new();
+            for d in &devices {
+                by_slot
+                    .entry(Slot::for_key(self.keys.latest(d.0)))
+                    .or_default()
+                    .push(*d);
+            }
+            by_slot.into_values().collect()
+        } else {
+            vec![devices.clone()]
+        };
+        let index_chunks = devices
+            .chunks(self.devices_per_pipeline)
+            .filter(|_| cluster)
+            .map(|c| (c, true));
+        let mut chunks = groups
+            .iter()
+            .flat_map(|g| g.chunks(self.devices_per_pipeline))
+            .map(|c| (c, false))
+            .chain(index_chunks);
         let mut pipes = tokio::task::JoinSet::new();
         let mut out = Written::default();
         loop {
@@ -199,9 +225,21 @@ impl Writer {
             // free: a flush of 100,000 devices must not hold every command in
             // memory at once.
             while pipes.len() < PIPELINES_IN_FLIGHT {
-                let Some(chunk) = chunks.next() else { break };
-                let pipe = self.pipeline(chunk, now_ms);
-                let readings: Vec<u64> = chunk.iter().map(|(_, d)| d.readings).collect();
+                let Some((chunk, index_only)) = chunks.next() else {
+                    break;
+                };
+                let (pipe, readings) = if index_only {
+                    let mut pipe = redis::pipe();
+                    pipe.ignore_errors();
+                    self.add_index(&mut pipe, chunk, now_ms);
+                    (pipe, Vec::new())
+                } else {
+                    let mut pipe = self.pipeline(chunk, now_ms);
+                    if !cluster {
+                        self.add_index(&mut pipe, chunk, now_ms);
+                    }
+                    (pipe, chunk.iter().map(|(_, d)| d.readings).collect())
+                };
                 let this = self.clone();
                 pipes.spawn(async move { this.run(pipe, &readings).await });
             }
@@ -304,17 +342,35 @@ impl Writer {
         out
     }
 
-    fn pipeline(&self, devices: &[(&DeviceId, &DeviceBatch)], now_ms: i64) -> Pipeline {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        let max_retention = self
-            .resolutions
+    fn max_retention(&self) -> i64 {
+        self.resolutions
             .iter()
             .map(|r| r.width_ms + r.retention_ms)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+
+    /// The fleet index update for these devices: `ZADD GT` of their arrival
+    /// times, and forgetting devices unseen for longer than the longest
+    /// retention (keeps the index bounded).
+    fn add_index(&self, pipe: &mut Pipeline, devices: &[(&DeviceId, &DeviceBatch)], now_ms: i64) {
         let mut zadd = redis::cmd("ZADD");
         zadd.arg(self.keys.device_index()).arg("GT");
+        for (device, batch) in devices {
+            zadd.arg(batch.seen_ms).arg(device.as_str());
+        }
+        pipe.add_command(zadd);
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.device_index())
+            .arg("-inf")
+            .arg(format!("({}", now_ms - self.max_retention()));
+    }
+
+    /// One script call per device, in this order.
+    fn pipeline(&self, devices: &[(&DeviceId, &DeviceBatch)], now_ms: i64) -> Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let max_retention = self.max_retention();
         for (device, batch) in devices {
             // Group the device's buckets by hash key: (resolution, start).
             let mut hashes: BTreeMap<(u8, i64), Vec<(&MetricName, &Agg)>> = BTreeMap::new();
@@ -353,15 +409,7 @@ impl Writer {
                 inv.arg(metric.as_str()).arg(*value).arg(*ts);
             }
             pipe.invoke_script(&inv);
-            zadd.arg(batch.seen_ms).arg(device.as_str());
         }
-        pipe.add_command(zadd);
-        // Keep the fleet index bounded: forget devices unseen for longer than
-        // the longest retention.
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(self.keys.device_index())
-            .arg("-inf")
-            .arg(format!("({}", now_ms - max_retention));
         pipe
     }
 }

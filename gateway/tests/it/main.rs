@@ -11,6 +11,7 @@ mod cold_outage;
 mod dashboards;
 mod first_run;
 mod fixtures;
+mod hot_cluster;
 mod hot_concurrency;
 mod hot_path;
 mod import_parquet;

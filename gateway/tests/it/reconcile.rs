@@ -70,7 +70,7 @@ pub(crate) fn reader_10s(gw: &TestGateway) -> hot::reader::Reader {
     )
 }
 
-pub(crate) async fn redis(gw: &TestGateway) -> redis::aio::ConnectionManager {
+pub(crate) async fn redis(gw: &TestGateway) -> hot::connect::Conn {
     hot::connect::connect(&gw.hot_config().redis).unwrap()
 }
 

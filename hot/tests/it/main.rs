@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use devices::{DeviceId, Message, MetricName, Reading};
+use hot::connect::Conn;
 use hot::{
     aggregate::Aggregator,
     config::RawHotConfig,
@@ -15,12 +16,12 @@ use hot::{
     window::{Agg, Resolution},
     writer::Writer,
 };
-use redis::aio::ConnectionManager;
 
+mod cluster;
 mod reads;
 
 struct Ctx {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     res: Vec<Resolution>,
 }
