@@ -110,6 +110,9 @@ pub fn load_with_env(
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
+            // The one list key: THERMOCLINE__COLD__CLICKHOUSE__SHARD_URLS=a,b
+            .list_separator(",")
+            .with_list_parse_key("cold.clickhouse.shard_urls")
             .source(Some(env)),
     );
     Ok(builder.build()?.try_deserialize()?)

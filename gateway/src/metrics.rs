@@ -2,7 +2,7 @@
 //! its own into the same registry. No device id is ever a label.
 
 use devices::RejectReason;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct IngestMetrics {
@@ -15,10 +15,15 @@ pub struct IngestMetrics {
     pub mqtt_disconnects: IntCounter,
     /// QoS 1 publishes received and not yet acked (cold path on).
     pub acks_pending: IntGauge,
+    /// Publishes the broker marked as redelivered (MQTT DUP flag).
+    pub messages_redelivered: IntCounter,
+    /// `thermocline_gateway_info{gateway_id}` = 1: the gateway id as an info
+    /// series (join on `instance`), not a label on every series.
+    pub gateway_info: IntGaugeVec,
 }
 
 impl IngestMetrics {
-    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+    pub fn new(registry: &Registry, gateway_id: &str) -> prometheus::Result<Self> {
         let m = Self {
             messages_received: IntCounter::new(
                 "thermocline_ingest_messages_received_total",
@@ -52,7 +57,22 @@ impl IngestMetrics {
                 "QoS 1 publishes received and not yet acked to the broker \
                  (waiting for their spool record to be durable, or to be written).",
             )?,
+            messages_redelivered: IntCounter::new(
+                "thermocline_ingest_messages_redelivered_total",
+                "Publishes the broker marked as redelivered (DUP flag): sent before \
+                 on an earlier connection of this session and not acked then.",
+            )?,
+            gateway_info: IntGaugeVec::new(
+                Opts::new(
+                    "thermocline_gateway_info",
+                    "Always 1; the label is this gateway's id (gateway.id).",
+                ),
+                &["gateway_id"],
+            )?,
         };
+        m.gateway_info.with_label_values(&[gateway_id]).set(1);
+        registry.register(Box::new(m.messages_redelivered.clone()))?;
+        registry.register(Box::new(m.gateway_info.clone()))?;
         registry.register(Box::new(m.messages_received.clone()))?;
         registry.register(Box::new(m.payload_bytes.clone()))?;
         registry.register(Box::new(m.readings_decoded.clone()))?;
