@@ -10,6 +10,7 @@ mod cold_outage;
 mod fixtures;
 mod hot_path;
 mod import_parquet;
+mod multi;
 mod observability;
 mod operator;
 mod reconcile;
