@@ -440,3 +440,65 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The same readings in S3 objects of two gateways (a broker that redelivers
+/// a dead member's messages to another) and in ClickHouse from both: `verify
+/// --cold` counts each reading once and reports the second copies as
+/// redeliveries; a second copy in the same gateway's objects fails it.
+#[tokio::test]
+async fn verify_cold_counts_a_reading_in_two_gateways_objects_once() {
+    use cold::row::{Batch, BatchId, SpoolPos};
+
+    use crate::fixtures::{batches, fleet, put_batches, sinks};
+
+    let stores = ColdStores::new("redeliv");
+    let (s3, ch) = sinks(&stores).await;
+    let now = hot::service::now_ms();
+    let (rows, ledger) = fleet(&unique("rd"), 5, 20, now - 60_000, 1_000);
+    let as_gateway = |rows: &[cold::row::ColdRow], gw: &str| {
+        let id = devices::DeviceId::parse(gw).unwrap();
+        rows.iter()
+            .map(|r| cold::row::ColdRow {
+                gateway_id: id.clone(),
+                received_at_ms: r.received_at_ms + 1,
+                ..r.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = batches(&as_gateway(&rows, "gw-a"), 50, "gw-a");
+    let second = batches(&as_gateway(&rows[..30], "gw-b"), 50, "gw-b");
+    put_batches(&s3, &first).await;
+    put_batches(&s3, &second).await;
+    for b in first.iter().chain(&second) {
+        ch.insert_batch(b, "k").await.unwrap();
+    }
+    let report = stores.verify(&ledger).await;
+    assert!(report.ok(), "{}", report.render());
+    assert_eq!(report.s3_redeliveries, 30, "{}", report.render());
+    assert_eq!(report.s3_duplicates, 0);
+    assert_eq!(report.s3.found_readings, 100);
+    assert_eq!(report.clickhouse.found_readings, 100);
+
+    // A second copy written by gw-a itself (another batch of its own).
+    let again = as_gateway(&rows[..10], "gw-a");
+    let gw_a = devices::DeviceId::parse("gw-a").unwrap();
+    let mut own = Vec::new();
+    for (k, b) in batches(&again, 50, "gw-a").into_iter().enumerate() {
+        own.push(Batch {
+            id: BatchId::new(
+                &gw_a,
+                SpoolPos {
+                    segment: 900 + k as u64,
+                    offset: 0,
+                },
+                b.hour_start_ms,
+            ),
+            ..b
+        });
+    }
+    put_batches(&s3, &own).await;
+    let report = stores.verify(&ledger).await;
+    assert!(!report.ok(), "{}", report.render());
+    assert_eq!(report.s3_duplicates, 10, "{}", report.render());
+    stores.clean().await;
+}
