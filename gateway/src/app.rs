@@ -26,7 +26,7 @@ impl Gateway {
     pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Self> {
         let registry = prometheus::Registry::new();
         let hot_metrics = hot::HotMetrics::new(&registry)?;
-        let ingest_metrics = IngestMetrics::new(&registry)?;
+        let ingest_metrics = IngestMetrics::new(&registry, cfg.gateway_id.as_str())?;
         let (hot, hot_tx) = hot::HotPath::start(&cfg.hot, hot_metrics)?;
         let (cold, cold_ingest) = if cfg.cold.enabled {
             let (path, ingest) = cold::pipeline::ColdPath::start(
@@ -78,6 +78,7 @@ impl Gateway {
             hot_health: hot.health.clone(),
             mqtt: mqtt_state.clone(),
             cold: cold.as_ref().map(|c| c.health.clone()),
+            gateway_id: cfg.gateway_id.as_str().to_owned(),
         });
         let http_stop = CancellationToken::new();
         let http = {
@@ -90,7 +91,7 @@ impl Gateway {
                 }
             })
         };
-        tracing::info!(addr = %http_addr, "http listening");
+        tracing::info!(addr = %http_addr, gateway_id = %cfg.gateway_id, "http listening");
         let ingest = Ingest {
             mqtt: cfg.mqtt,
             devices: cfg.devices,
@@ -101,41 +102,46 @@ impl Gateway {
         };
         let deadline = cfg.shutdown_timeout;
         let stop = shutdown.clone();
-        let task = tokio::spawn(async move {
-            // Order: stop reading from the broker and ack what is durable
-            // (ingest returns and drops the hot sender and the cold ingest
-            // handle); the hot path flushes what it holds while the cold
-            // pipeline cuts and ships what it holds (what it cannot ship in
-            // time stays in the spool for the next start) and closes the
-            // spool; then HTTP stops.
-            ingest.run(stop.clone()).await;
-            let cold_done = async {
-                if let Some(c) = cold {
-                    c.join().await;
+        let span = tracing::info_span!("gateway", id = %cfg.gateway_id);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                // Order: stop reading from the broker and ack what is durable
+                // (ingest returns and drops the hot sender and the cold ingest
+                // handle); the hot path flushes what it holds while the cold
+                // pipeline cuts and ships what it holds (what it cannot ship in
+                // time stays in the spool for the next start) and closes the
+                // spool; then HTTP stops.
+                ingest.run(stop.clone()).await;
+                let cold_done = async {
+                    if let Some(c) = cold {
+                        c.join().await;
+                    }
+                };
+                let hot_done = async {
+                    if tokio::time::timeout(deadline, hot.join()).await.is_err() {
+                        tracing::error!(
+                            ?deadline,
+                            "hot path did not flush within the shutdown deadline; forcing exit"
+                        );
+                    }
+                };
+                // The pipeline enforces the deadline itself; the margin covers closing the spool.
+                let both = async { tokio::join!(hot_done, cold_done) };
+                match tokio::time::timeout(deadline + std::time::Duration::from_secs(5), both).await
+                {
+                    Ok(_) => tracing::info!("shutdown complete"),
+                    Err(_) => tracing::error!(?deadline, "shutdown deadline passed; forcing exit"),
                 }
-            };
-            let hot_done = async {
-                if tokio::time::timeout(deadline, hot.join()).await.is_err() {
-                    tracing::error!(
-                        ?deadline,
-                        "hot path did not flush within the shutdown deadline; forcing exit"
-                    );
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), fleet).await;
+                if let Some(r) = reconciler {
+                    // Cancelled by the same token; a run in progress is dropped.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), r).await;
                 }
-            };
-            // The pipeline enforces the deadline itself; the margin covers closing the spool.
-            let both = async { tokio::join!(hot_done, cold_done) };
-            match tokio::time::timeout(deadline + std::time::Duration::from_secs(5), both).await {
-                Ok(_) => tracing::info!("shutdown complete"),
-                Err(_) => tracing::error!(?deadline, "shutdown deadline passed; forcing exit"),
-            }
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), fleet).await;
-            if let Some(r) = reconciler {
-                // Cancelled by the same token; a run in progress is dropped.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), r).await;
-            }
-            http_stop.cancel();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http).await;
-        });
+                http_stop.cancel();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http).await;
+            },
+            span,
+        ));
         Ok(Self {
             registry,
             http_addr,

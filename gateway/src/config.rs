@@ -113,9 +113,11 @@ pub fn load_with_env(
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
-            // THERMOCLINE__HOT__REDIS__CLUSTER_NODES=redis://a:7000,redis://b:7001
+            // List keys: THERMOCLINE__HOT__REDIS__CLUSTER_NODES=redis://a:7000,redis://b:7001
+            // and THERMOCLINE__COLD__CLICKHOUSE__SHARD_URLS=a,b
             .list_separator(",")
             .with_list_parse_key("hot.redis.cluster_nodes")
+            .with_list_parse_key("cold.clickhouse.shard_urls")
             .source(Some(env)),
     );
     Ok(builder.build()?.try_deserialize()?)

@@ -36,6 +36,8 @@ pub struct AppState {
     pub mqtt: Arc<MqttState>,
     /// `None` when the cold path is disabled.
     pub cold: Option<Arc<cold::pipeline::ColdHealth>>,
+    /// `gateway.id`, reported by `/readyz`.
+    pub gateway_id: String,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -120,7 +122,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
     };
     (
         status,
-        Json(json!({ "ready": ready, "mqtt": mqtt, "redis": redis, "cold": cold })),
+        Json(json!({ "ready": ready, "gateway_id": s.gateway_id, "mqtt": mqtt, "redis": redis, "cold": cold })),
     )
         .into_response()
 }

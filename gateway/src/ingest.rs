@@ -200,6 +200,9 @@ impl Ingest {
                     // rumqttc would then drop a working connection.
                     eventloop.state.await_pingresp = false;
                     self.metrics.messages_received.inc();
+                    if p.dup {
+                        self.metrics.messages_redelivered.inc();
+                    }
                     self.metrics.payload_bytes.inc_by(p.payload.len() as u64);
                     let received_at_ms = now_ms();
                     // Sparkplug is decoded once, here, before spooling: the spool

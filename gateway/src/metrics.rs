@@ -23,10 +23,15 @@ pub struct IngestMetrics {
     pub sparkplug_rebirths: IntCounter,
     /// Edge nodes and devices made stale by an NDEATH or DDEATH.
     pub sparkplug_deaths: IntCounter,
+    /// Publishes the broker marked as redelivered (MQTT DUP flag).
+    pub messages_redelivered: IntCounter,
+    /// `thermocline_gateway_info{gateway_id}` = 1: the gateway id as an info
+    /// series (join on `instance`), not a label on every series.
+    pub gateway_info: IntGaugeVec,
 }
 
 impl IngestMetrics {
-    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+    pub fn new(registry: &Registry, gateway_id: &str) -> prometheus::Result<Self> {
         let m = Self {
             messages_received: IntCounter::new(
                 "thermocline_ingest_messages_received_total",
@@ -74,10 +79,25 @@ impl IngestMetrics {
                 "thermocline_ingest_sparkplug_deaths_total",
                 "Sparkplug edge nodes and devices made stale by an NDEATH or DDEATH.",
             )?,
+            messages_redelivered: IntCounter::new(
+                "thermocline_ingest_messages_redelivered_total",
+                "Publishes the broker marked as redelivered (DUP flag): sent before \
+                 on an earlier connection of this session and not acked then.",
+            )?,
+            gateway_info: IntGaugeVec::new(
+                Opts::new(
+                    "thermocline_gateway_info",
+                    "Always 1; the label is this gateway's id (gateway.id).",
+                ),
+                &["gateway_id"],
+            )?,
         };
         registry.register(Box::new(m.sparkplug_seq_gaps.clone()))?;
         registry.register(Box::new(m.sparkplug_rebirths.clone()))?;
         registry.register(Box::new(m.sparkplug_deaths.clone()))?;
+        m.gateway_info.with_label_values(&[gateway_id]).set(1);
+        registry.register(Box::new(m.messages_redelivered.clone()))?;
+        registry.register(Box::new(m.gateway_info.clone()))?;
         registry.register(Box::new(m.messages_received.clone()))?;
         registry.register(Box::new(m.payload_bytes.clone()))?;
         registry.register(Box::new(m.readings_decoded.clone()))?;

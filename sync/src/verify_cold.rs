@@ -5,9 +5,13 @@
 //! ledger's time range, from ClickHouse (`readings FINAL`, so duplicates that
 //! merges have not collapsed yet count once) and from the batch objects in S3
 //! (every object whose hour overlaps the range, read back and aggregated).
-//! Counts must match exactly; sum, min and max within 1e-9 relative. A reading
-//! (device, metric, ts, seq) found in two S3 objects, or twice in one, is a
-//! failure: S3 has no FINAL to hide it.
+//! Counts must match exactly; sum, min and max within 1e-9 relative. S3 is
+//! counted once per reading key (device, metric, ts, seq). A key in objects of
+//! two different gateways is a broker redelivery after a failover (the first
+//! gateway shipped it but its ack was lost): counted once, reported as
+//! `s3_redeliveries`, not a failure. A key twice in one object, or in two
+//! objects of the same gateway, is a failure: each gateway drops its own
+//! redeliveries before batching, so that copy is a bug.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -67,8 +71,11 @@ pub struct ColdReport {
     pub s3: StoreReport,
     /// S3 batch objects read.
     pub s3_objects: u64,
-    /// Readings present more than once across (or within) S3 objects.
+    /// Readings present more than once in one gateway's S3 objects (a failure).
     pub s3_duplicates: u64,
+    /// Readings also present in another gateway's S3 objects (a redelivery
+    /// after a failover; counted once).
+    pub s3_redeliveries: u64,
     /// Up to 20 examples: "device metric ts seq in KEY and KEY".
     pub duplicate_examples: Vec<String>,
     /// `resolution` is the store ("clickhouse" or "s3").
@@ -96,8 +103,9 @@ impl ColdReport {
         }
         let _ = writeln!(
             s,
-            "s3 objects read: {}, duplicate readings across objects: {}",
-            self.s3_objects, self.s3_duplicates
+            "s3 objects read: {}, duplicate readings within a gateway: {}, \
+             readings redelivered to a second gateway (counted once): {}",
+            self.s3_objects, self.s3_duplicates, self.s3_redeliveries
         );
         for d in &self.duplicate_examples {
             let _ = writeln!(s, "DUPLICATE {d}");
@@ -196,8 +204,9 @@ pub async fn verify_cold(ch: &ClickHouseSink, s3: &S3Sink, ledger: &Ledger) -> R
         });
     }
     let mut s3_series = Series::new();
-    // (device, metric, ts, seq) → index of the first object holding it.
-    let mut seen: HashMap<(String, String, i64, u64), usize> = HashMap::new();
+    // (device, metric, ts, seq) → the first object holding it and the
+    // gateway that wrote that copy.
+    let mut seen: HashMap<(String, String, i64, u64), (usize, String)> = HashMap::new();
     let mut objects = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let (i, rows) = joined.map_err(|e| Error::Ledger(format!("verify task failed: {e}")))??;
@@ -216,7 +225,12 @@ pub async fn verify_cold(ch: &ClickHouseSink, s3: &S3Sink, ledger: &Ledger) -> R
                 row.ts_ms,
                 row.seq,
             );
-            if let Some(&j) = seen.get(&id) {
+            if let Some((j, gw)) = seen.get(&id) {
+                if gw != row.gateway_id.as_str() {
+                    report.s3_redeliveries += 1;
+                    continue;
+                }
+                let j = *j;
                 report.s3_duplicates += 1;
                 if report.duplicate_examples.len() < 20 {
                     report.duplicate_examples.push(format!(
@@ -230,7 +244,7 @@ pub async fn verify_cold(ch: &ClickHouseSink, s3: &S3Sink, ledger: &Ledger) -> R
                 .entry((id.0.clone(), id.1.clone()))
                 .or_default()
                 .add(row.value);
-            seen.insert(id, i);
+            seen.insert(id, (i, row.gateway_id.as_str().to_owned()));
         }
     }
     report.s3 = compare("s3", ledger, &s3_series, &mut report);

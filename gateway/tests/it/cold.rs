@@ -221,13 +221,13 @@ async fn fleet_lands_exactly_in_clickhouse_and_s3() {
 }
 
 /// `thermocline run` as a child process, killable with SIGKILL.
-struct GatewayChild {
-    child: tokio::process::Child,
-    http: String,
+pub struct GatewayChild {
+    pub child: tokio::process::Child,
+    pub http: String,
 }
 
 impl GatewayChild {
-    async fn start(env: &[(String, String)], log: &std::path::Path) -> Self {
+    pub async fn start(env: &[(String, String)], log: &std::path::Path) -> Self {
         let port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -262,7 +262,7 @@ impl GatewayChild {
         gw
     }
 
-    async fn metrics(&self) -> String {
+    pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.http))
             .await
             .unwrap()
@@ -271,7 +271,7 @@ impl GatewayChild {
             .unwrap()
     }
 
-    async fn kill9(&mut self) {
+    pub async fn kill9(&mut self) {
         self.child.start_kill().unwrap();
         let _ = self.child.wait().await;
     }

@@ -15,6 +15,7 @@ mod hot_cluster;
 mod hot_concurrency;
 mod hot_path;
 mod import_parquet;
+mod multi;
 mod observability;
 mod openapi;
 mod operator;
