@@ -24,9 +24,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::Error,
-    source::{build_format, RawSenmlMapping, RawSource, Source},
+    source::{build_format, Mappings, RawSenmlMapping, RawSource, Source},
     topic::{subscription_filters, TopicTemplate},
 };
+
+/// Default `max_metrics_per_message`.
+pub const DEFAULT_MAX_METRICS_PER_MESSAGE: usize = 1000;
+/// Largest accepted `max_metrics_per_message`.
+pub const MAX_METRICS_PER_MESSAGE_LIMIT: usize = 100_000;
 
 /// Largest accepted `max_payload_size`: the MQTT maximum packet size (256 MiB).
 pub const MAX_PAYLOAD_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
@@ -43,6 +48,8 @@ pub enum PayloadFormat {
     Json,
     /// SenML JSON (RFC 8428) only (see [`crate::senml`]).
     Senml,
+    /// A bare value as text, the metric from the topic (see [`crate::value`]).
+    Value,
 }
 
 impl PayloadFormat {
@@ -52,6 +59,7 @@ impl PayloadFormat {
             Self::Auto => "auto",
             Self::Json => "json",
             Self::Senml => "senml",
+            Self::Value => "value",
         }
     }
 }
@@ -83,6 +91,8 @@ pub struct RawDevicesConfig {
     pub max_future_skew: Duration,
     /// The default source's SenML policy.
     pub senml_non_numeric: NonNumericPolicy,
+    /// A message with more readings than this is rejected (`too_large`).
+    pub max_metrics_per_message: usize,
     /// More sources, tried in order after the default one.
     pub sources: Vec<RawSource>,
 }
@@ -95,6 +105,7 @@ impl Default for RawDevicesConfig {
             max_payload_size: ByteSize::kib(64),
             max_future_skew: Duration::from_secs(5 * 60),
             senml_non_numeric: NonNumericPolicy::Ignore,
+            max_metrics_per_message: DEFAULT_MAX_METRICS_PER_MESSAGE,
             sources: Vec::new(),
         }
     }
@@ -110,7 +121,15 @@ impl RawDevicesConfig {
             let senml = RawSenmlMapping {
                 non_numeric: self.senml_non_numeric,
             };
-            let format = build_format("", self.payload_format, Some(senml))?;
+            let format = build_format(
+                "",
+                &template,
+                self.payload_format,
+                Mappings {
+                    senml: Some(senml),
+                    ..Default::default()
+                },
+            )?;
             sources.push((
                 String::from("devices.topic_pattern"),
                 Source { template, format },
@@ -172,10 +191,21 @@ impl RawDevicesConfig {
                 )
             })?;
 
+        if !(1..=MAX_METRICS_PER_MESSAGE_LIMIT).contains(&self.max_metrics_per_message) {
+            return Err(config_error(
+                "max_metrics_per_message",
+                format!(
+                    "{} is out of range: 1-{MAX_METRICS_PER_MESSAGE_LIMIT}",
+                    self.max_metrics_per_message
+                ),
+            ));
+        }
+
         Ok(DevicesConfig {
             sources,
             max_payload_bytes,
             max_future_skew_ms,
+            max_metrics_per_message: self.max_metrics_per_message,
         })
     }
 }
@@ -197,6 +227,8 @@ pub struct DevicesConfig {
     pub max_payload_bytes: usize,
     /// A reading may be at most this far ahead of the gateway's clock.
     pub max_future_skew_ms: i64,
+    /// A message with more readings is rejected as `too_large`.
+    pub max_metrics_per_message: usize,
 }
 
 impl DevicesConfig {

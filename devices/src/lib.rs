@@ -14,8 +14,9 @@
 //! - [`topic`]: [`topic::TopicTemplate`], `factory/{site}/{device_id}/{metric}`
 //!   → device id (and metric), and the subscription filters.
 //! - [`decode`]: topic + payload → [`Message`] or [`Rejection`]: routes the topic
-//!   to its source, then dispatches to [`json`] (the gateway's JSON object
-//!   format) and [`senml`] (RFC 8428).
+//!   to its source, then dispatches to [`json`] (JSON objects under a mapping;
+//!   the gateway's own format is its `thermocline` preset), [`senml`]
+//!   (RFC 8428) and [`value`] (a bare value, the metric from the topic).
 //! - [`secret`]: how config secrets are printed (`<redacted>`).
 //! - [`sim`]: the deterministic simulated fleet, publishing over MQTT, and
 //!   [`ledger`]: what it published, per device and metric, for `verify`.
@@ -23,7 +24,7 @@
 //!   integration tests of every crate and the benchmarks.
 //!
 //! Data flows topic/payload → `decode` (route to a `source` by its `topic`
-//! template) → the source's format (`json` | `senml`) → `Message`.
+//! template) → the source's format (`json` | `senml` | `value`) → `Message`.
 
 pub mod config;
 pub mod decode;
@@ -40,6 +41,7 @@ pub mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topic;
+pub mod value;
 
 pub use error::{Error, Result};
 pub use id::{DeviceId, MetricName};
