@@ -7,6 +7,7 @@ mod backfill;
 mod backfill_hot;
 mod cold;
 mod cold_outage;
+mod field;
 mod fixtures;
 mod hot_path;
 mod import_parquet;
