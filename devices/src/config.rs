@@ -26,10 +26,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::Error,
-    source::{build_format, RawSenmlMapping, RawSource, Source},
+    source::{build_format, Mappings, RawSenmlMapping, RawSource, Source},
     sparkplug::{RawSparkplugConfig, SparkplugConfig},
     topic::{subscription_filters, TopicTemplate},
 };
+
+/// Default `max_metrics_per_message`.
+pub const DEFAULT_MAX_METRICS_PER_MESSAGE: usize = 1000;
+/// Largest accepted `max_metrics_per_message`.
+pub const MAX_METRICS_PER_MESSAGE_LIMIT: usize = 100_000;
 
 /// Largest accepted `max_payload_size`: the MQTT maximum packet size (256 MiB).
 pub const MAX_PAYLOAD_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
@@ -46,6 +51,8 @@ pub enum PayloadFormat {
     Json,
     /// SenML JSON (RFC 8428) only (see [`crate::senml`]).
     Senml,
+    /// A bare value as text, the metric from the topic (see [`crate::value`]).
+    Value,
 }
 
 impl PayloadFormat {
@@ -55,6 +62,7 @@ impl PayloadFormat {
             Self::Auto => "auto",
             Self::Json => "json",
             Self::Senml => "senml",
+            Self::Value => "value",
         }
     }
 }
@@ -86,6 +94,8 @@ pub struct RawDevicesConfig {
     pub max_future_skew: Duration,
     /// The default source's SenML policy.
     pub senml_non_numeric: NonNumericPolicy,
+    /// A message with more readings than this is rejected (`too_large`).
+    pub max_metrics_per_message: usize,
     /// More sources, tried in order after the default one.
     pub sources: Vec<RawSource>,
     /// `[devices.sparkplug]`: Sparkplug B 3.0 beside the topic pattern.
@@ -100,6 +110,7 @@ impl Default for RawDevicesConfig {
             max_payload_size: ByteSize::kib(64),
             max_future_skew: Duration::from_secs(5 * 60),
             senml_non_numeric: NonNumericPolicy::Ignore,
+            max_metrics_per_message: DEFAULT_MAX_METRICS_PER_MESSAGE,
             sources: Vec::new(),
             sparkplug: RawSparkplugConfig::default(),
         }
@@ -116,7 +127,15 @@ impl RawDevicesConfig {
             let senml = RawSenmlMapping {
                 non_numeric: self.senml_non_numeric,
             };
-            let format = build_format("", self.payload_format, Some(senml))?;
+            let format = build_format(
+                "",
+                &template,
+                self.payload_format,
+                Mappings {
+                    senml: Some(senml),
+                    ..Default::default()
+                },
+            )?;
             sources.push((
                 String::from("devices.topic_pattern"),
                 Source { template, format },
@@ -178,6 +197,16 @@ impl RawDevicesConfig {
                 )
             })?;
 
+        if !(1..=MAX_METRICS_PER_MESSAGE_LIMIT).contains(&self.max_metrics_per_message) {
+            return Err(config_error(
+                "max_metrics_per_message",
+                format!(
+                    "{} is out of range: 1-{MAX_METRICS_PER_MESSAGE_LIMIT}",
+                    self.max_metrics_per_message
+                ),
+            ));
+        }
+
         let sparkplug = if self.sparkplug.enabled {
             Some(self.sparkplug.validate("devices.sparkplug")?)
         } else {
@@ -188,6 +217,7 @@ impl RawDevicesConfig {
             sparkplug,
             max_payload_bytes,
             max_future_skew_ms,
+            max_metrics_per_message: self.max_metrics_per_message,
         })
     }
 }
@@ -209,6 +239,8 @@ pub struct DevicesConfig {
     pub max_payload_bytes: usize,
     /// A reading may be at most this far ahead of the gateway's clock.
     pub max_future_skew_ms: i64,
+    /// A message with more readings is rejected as `too_large`.
+    pub max_metrics_per_message: usize,
     /// `Some` when `devices.sparkplug.enabled`: topics under `spBv1.0/` are
     /// Sparkplug B, decoded statefully at ingest (see [`crate::sparkplug`]).
     pub sparkplug: Option<SparkplugConfig>,

@@ -8,8 +8,10 @@
 //!    it; none is `invalid_topic`; then its device id (`invalid_device_id`);
 //! 3. format: the source's [`Format`]. `auto` picks SenML for a payload whose
 //!    first non-whitespace byte is `[` and the JSON object format for `{`;
-//!    then [`json::decode`] or [`senml::decode`];
-//! 4. a message with no readings is `malformed`; a reading later than
+//!    then [`json::decode`] (under the source's mapping), [`senml::decode`]
+//!    or [`value::decode`] (the metric from the topic's `{metric}`, validated);
+//! 4. a message with no readings is `malformed`, one with more than
+//!    `max_metrics_per_message` is `too_large`; a reading later than
 //!    `now_ms + max_future_skew_ms` is `future_timestamp`.
 //!
 //! A message is accepted or rejected as a whole: one bad metric rejects it all.
@@ -30,6 +32,7 @@ use crate::{
     source::{Format, Source},
     sparkplug,
     topic::{truncate, TopicMatch},
+    value, MetricName,
 };
 
 /// Decodes one MQTT publish received at `now_ms` (ms since the Unix epoch).
@@ -51,7 +54,14 @@ pub fn decode(
     }
     let (source, matched) = route(cfg, topic)?;
     let device_id = matched.device_id()?;
-    decode_payload(cfg, &source.format, &device_id, payload, now_ms)
+    decode_payload(
+        cfg,
+        &source.format,
+        &device_id,
+        matched.metric_str(),
+        payload,
+        now_ms,
+    )
 }
 
 /// The first source whose template `topic` fits, and what the topic carries.
@@ -81,25 +91,50 @@ pub fn route<'c, 't>(
 }
 
 /// Decodes `payload` in `format` for a device whose id is already known (the
-/// topic step done), with the size, empty-message and future-time checks.
+/// topic step done; `topic_metric` is its `{metric}` level, unvalidated),
+/// with the size, metric count and future-time checks.
 pub fn decode_payload(
     cfg: &DevicesConfig,
     format: &Format,
     device_id: &DeviceId,
+    topic_metric: Option<&str>,
     payload: &[u8],
     now_ms: i64,
 ) -> Result<Message, Rejection> {
     check_size(cfg, payload)?;
+    let max = cfg.max_metrics_per_message;
     let message = match format {
-        Format::Auto { senml } => match sniff(payload)? {
+        Format::Auto { json, senml } => match sniff(payload)? {
             Sniffed::Senml => senml::decode(payload, device_id, now_ms, senml.non_numeric)?,
-            Sniffed::Json => json::decode(payload, device_id, now_ms)?,
+            Sniffed::Json => json::decode(payload, device_id, now_ms, json, max)?,
         },
-        Format::Json => json::decode(payload, device_id, now_ms)?,
+        Format::Json(json) => json::decode(payload, device_id, now_ms, json, max)?,
         Format::Senml(senml) => senml::decode(payload, device_id, now_ms, senml.non_numeric)?,
+        Format::Value(mapping) => {
+            let metric = match (topic_metric, &mapping.metric) {
+                (Some(m), _) => MetricName::parse(m)?,
+                (None, Some(m)) => m.clone(),
+                (None, None) => {
+                    return Err(Rejection::new(
+                        RejectReason::InvalidMetric,
+                        "no metric: the topic has no {metric} level",
+                    ))
+                }
+            };
+            value::decode(payload, device_id, metric, now_ms, mapping)?
+        }
     };
     if message.readings.is_empty() {
         return Err(Rejection::new(RejectReason::Malformed, "no readings"));
+    }
+    if message.readings.len() > max {
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!(
+                "{} readings in one message, more than devices.max_metrics_per_message ({max})",
+                message.readings.len()
+            ),
+        ));
     }
     let latest_allowed = now_ms.saturating_add(cfg.max_future_skew_ms);
     if let Some(r) = message.readings.iter().find(|r| r.ts_ms > latest_allowed) {
@@ -191,6 +226,7 @@ mod tests {
 
     fn senml_policy(non_numeric: NonNumericPolicy) -> Format {
         Format::Auto {
+            json: Box::new(crate::json::JsonMapping::thermocline()),
             senml: SenmlMapping { non_numeric },
         }
     }
@@ -222,7 +258,7 @@ mod tests {
 
     #[test]
     fn explicit_format_does_not_sniff() {
-        let json_only = with_format(Format::Json);
+        let json_only = with_format(Format::thermocline_json());
         let senml = br#"[{"n":"t","v":1}]"#;
         assert_eq!(
             decode(&json_only, TOPIC, senml, NOW).unwrap_err().reason,
@@ -373,6 +409,88 @@ mod tests {
         .unwrap();
         let m = decode(&cfg, "sensor.9/up", br#"{"metrics":{"t":1}}"#, NOW).unwrap();
         assert_eq!(m.device_id.as_str(), "sensor.9");
+    }
+
+    #[test]
+    fn value_sources_take_the_metric_from_the_topic_or_the_mapping() {
+        let cfg: RawDevicesConfig = toml::from_str(
+            r#"
+            topic_pattern = ""
+            [[sources]]
+            topic = "shellies/{device_id}/relay/0/{metric}"
+            format = "value"
+            [[sources]]
+            topic = "shellies/{device_id}/relay/0"
+            format = "value"
+            value = { metric = "relay0", words = { on = 1, off = 0 } }
+            "#,
+        )
+        .unwrap();
+        let cfg = cfg.validate().unwrap();
+        let m = decode(&cfg, "shellies/sh-1/relay/0/power", b"12.5", NOW).unwrap();
+        let r = &m.readings[0];
+        assert_eq!(
+            (r.device_id.as_str(), r.metric.as_str(), r.value, r.ts_ms),
+            ("sh-1", "power", 12.5, NOW)
+        );
+        let m = decode(&cfg, "shellies/sh-1/relay/0", b"on", NOW).unwrap();
+        assert_eq!(
+            (m.readings[0].metric.as_str(), m.readings[0].value),
+            ("relay0", 1.0)
+        );
+        for (topic, payload, reason) in [
+            (
+                "shellies/sh-1/relay/0/po wer",
+                &b"1"[..],
+                RejectReason::InvalidMetric,
+            ),
+            (
+                "shellies/sh-1/relay/0/power",
+                b"on",
+                RejectReason::NonNumeric,
+            ),
+            (
+                "shellies/sh-1/relay/0/power",
+                b"1e999",
+                RejectReason::NonFinite,
+            ),
+            ("shellies/sh-1/relay/0/power", b"", RejectReason::Malformed),
+            (
+                "shellies/sh:1/relay/0/power",
+                b"1",
+                RejectReason::InvalidDeviceId,
+            ),
+            (
+                "shellies/sh-1/relay/1/power",
+                b"1",
+                RejectReason::InvalidTopic,
+            ),
+        ] {
+            assert_eq!(
+                decode(&cfg, topic, payload, NOW).unwrap_err().reason,
+                reason,
+                "{topic}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_metric_count_is_bounded_for_every_format() {
+        let mut cfg = cfg();
+        cfg.max_metrics_per_message = 3;
+        let senml: String = format!(
+            "[{}]",
+            (0..4)
+                .map(|i| format!(r#"{{"n":"m{i}","v":1}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let json = br#"{"metrics":{"a":1,"b":2,"c":3,"d":4}}"#;
+        for payload in [senml.as_bytes(), &json[..]] {
+            let err = decode(&cfg, TOPIC, payload, NOW).unwrap_err();
+            assert_eq!(err.reason, RejectReason::TooLarge, "{err}");
+        }
+        assert!(decode(&cfg, TOPIC, br#"{"metrics":{"a":1,"b":2,"c":3}}"#, NOW).is_ok());
     }
 
     #[test]

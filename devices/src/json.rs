@@ -1,76 +1,389 @@
-//! The gateway's JSON object format.
+//! JSON objects under a mapping: the gateway's own format and device families'.
+//!
+//! A [`JsonMapping`] says where a payload's metrics, timestamp and sequence
+//! number are. The gateway's own shape is the preset `thermocline`:
 //!
 //! ```json
 //! {"ts":1732530000123,"seq":17,"metrics":{"temp":21.5,"hum":40.2}}
 //! ```
 //!
-//! - `ts`: event time in milliseconds since the Unix epoch, a non-negative
-//!   integer. Optional: absent (or `null`) means the gateway's receive time.
-//! - `seq`: the device's message sequence number, an unsigned integer. Optional.
-//! - `metrics`: required, a non-empty object of metric name → number. Every
-//!   reading of the message gets the message's `ts` and `seq`.
-//! - Other top-level keys are ignored.
+//! (metrics under `metrics`, not flattened; `ts` epoch ms; `seq`; non-numeric
+//! values rejected), and other shapes are mappings over the preset `generic`:
 //!
-//! Rejections: a metric value that is a string, bool, null, object or array is
+//! ```toml
+//! [devices.sources.json]          # Tasmota: {"Time":"2026-12-01T11:05:00","AM2301":{"Temperature":21.5}}
+//! ts_field = "Time"
+//! ts_format = "iso8601"
+//! time_zone = "Europe/Berlin"
+//! exclude = ["TempUnit"]
+//! ```
+//!
+//! - `metrics`: the dotted path of the object holding the metrics; `""` = the
+//!   whole payload. `ts_field`, `seq_field`: dotted paths (`StatusSNS.Time`);
+//!   `""` = none. Those fields are never metrics.
+//! - `flatten` (generic: on): nested objects become metrics named by their path
+//!   joined with `separator` (`.`): `{"AM2301":{"Temperature":21.5}}` →
+//!   `AM2301.Temperature`, at most `max_depth` (8) levels below `metrics`
+//!   (deeper is `malformed`). Off: a nested object is a non-numeric value.
+//! - `ts_format`: `epoch_ms` (a non-negative integer), `epoch_s` (a number,
+//!   rounded to ms) or `iso8601` (RFC 3339 text with an offset or `Z`, or
+//!   zone-less ISO 8601 `2026-12-01T11:05:00` read in `time_zone`, an IANA
+//!   name, default `UTC`; a local time that a DST change skips or repeats is
+//!   taken as the earlier offset's, jiff's "compatible" rule). A missing or
+//!   `null` ts is the arrival time; a ts of the wrong type is `malformed`.
+//! - `include` / `exclude`: globs over the metric names (`*` also crosses the
+//!   separator); a name must match an include (when any are given) and no exclude.
+//! - `non_numeric`: a string, bool, null, array (or unflattened object) is
+//!   skipped (`ignore`, generic) or rejects the message (`reject`, thermocline),
+//!   after `booleans` (true/false as 1/0) and `words` (`ON = 1`) are applied.
+//!
+//! Rejections: a metric value that is not a number (under `reject`) is
 //! `non_numeric`; a number that does not fit a finite f64 (`1e999`) is
 //! `non_finite`; a metric name that is not a valid [`MetricName`] is
-//! `invalid_metric`; anything else (bad JSON, `NaN`, a negative or fractional
-//! `ts`, a missing or empty `metrics`, a metric name given twice) is `malformed`.
+//! `invalid_metric`; more metrics than `devices.max_metrics_per_message` is
+//! `too_large` (the walk stops there); anything else (bad JSON, `NaN`, a
+//! missing `metrics` object, a bad `ts` or `seq`, a field or metric name given
+//! twice, nesting deeper than `max_depth`) is `malformed`.
 //!
-//! Parsing is a single pass of serde over the payload into a borrowed struct;
-//! no `serde_json::Value` tree is built.
+//! Parsing is a single pass of serde over the payload, guided by the mapping;
+//! no `serde_json::Value` tree is built, and keys are borrowed from the payload.
+//! The walk recurses only into the metrics object (at most `max_depth`) and
+//! the parents of the configured fields; everything else is skipped by
+//! serde_json without recursion, however deep.
 //!
 //! This module also holds the JSON helpers [`crate::senml`] shares: borrowed
 //! strings and the number-or-what-else value visitor.
 
-use std::{borrow::Cow, collections::HashSet, fmt};
+use std::{borrow::Cow, collections::BTreeMap, collections::HashSet, fmt};
 
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{
-    de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor},
-    Deserialize, Deserializer,
+    de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor},
+    Deserialize, Deserializer, Serialize,
 };
 
 use crate::{
+    config::NonNumericPolicy,
+    error::Error,
     id::{DeviceId, MetricName},
     reading::{Message, Reading},
     reject::{RejectReason, Rejection},
+    source::{validate_words, ValueMapping},
     topic::truncate,
 };
 
 /// Up to this many metrics, duplicate names are found by a linear scan.
 const DUPLICATE_SCAN_MAX: usize = 16;
+/// Largest accepted `max_depth`.
+pub const MAX_DEPTH_LIMIT: u32 = 32;
 
-/// Decodes a JSON object payload for `device_id`; `now_ms` stands in for an absent `ts`.
-pub fn decode(payload: &[u8], device_id: &DeviceId, now_ms: i64) -> Result<Message, Rejection> {
-    let parsed: Payload<'_> = serde_json::from_slice(payload).map_err(from_serde)?;
-    let ts_ms = match parsed.ts {
-        None => now_ms,
-        Some(ts) if ts < 0 => {
-            return Err(Rejection::new(
-                RejectReason::Malformed,
-                format!("ts {ts} is negative"),
-            ))
+/// The base a `[devices.sources.json]` table starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonPreset {
+    /// `{"ts","seq","metrics"}`: the gateway's own format.
+    Thermocline,
+    /// The whole object, flattened; no ts, no seq; non-numeric ignored.
+    Generic,
+}
+
+/// How a timestamp field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TsFormat {
+    EpochMs,
+    EpochS,
+    Iso8601,
+}
+
+/// `json = {…}` of a source as written; every key overrides the preset's value.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJsonMapping {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<JsonPreset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub separator: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flatten: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts_field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts_format: Option<TsFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq_field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub non_numeric: Option<NonNumericPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booleans: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<BTreeMap<String, f64>>,
+}
+
+/// A validated JSON mapping.
+#[derive(Debug, Clone)]
+pub struct JsonMapping {
+    metrics: Box<[Box<str>]>,
+    separator: Box<str>,
+    flatten: bool,
+    max_depth: usize,
+    ts: Option<Box<[Box<str>]>>,
+    ts_format: TsFormat,
+    time_zone: jiff::tz::TimeZone,
+    seq: Option<Box<[Box<str>]>>,
+    include: Option<(Vec<String>, GlobSet)>,
+    exclude: Option<(Vec<String>, GlobSet)>,
+    non_numeric: NonNumericPolicy,
+    words: ValueMapping,
+}
+
+impl PartialEq for JsonMapping {
+    fn eq(&self, o: &Self) -> bool {
+        let globs = |g: &Option<(Vec<String>, GlobSet)>| g.as_ref().map(|(p, _)| p.clone());
+        self.metrics == o.metrics
+            && self.separator == o.separator
+            && self.flatten == o.flatten
+            && self.max_depth == o.max_depth
+            && self.ts == o.ts
+            && self.ts_format == o.ts_format
+            && self.time_zone.iana_name() == o.time_zone.iana_name()
+            && self.seq == o.seq
+            && globs(&self.include) == globs(&o.include)
+            && globs(&self.exclude) == globs(&o.exclude)
+            && self.non_numeric == o.non_numeric
+            && self.words == o.words
+    }
+}
+
+fn path(dotted: &str) -> Box<[Box<str>]> {
+    if dotted.is_empty() {
+        Box::new([])
+    } else {
+        dotted.split('.').map(Box::from).collect()
+    }
+}
+
+impl JsonMapping {
+    /// The gateway's own `{"ts","seq","metrics"}` format.
+    pub fn thermocline() -> Self {
+        Self {
+            metrics: path("metrics"),
+            separator: ".".into(),
+            flatten: false,
+            max_depth: 8,
+            ts: Some(path("ts")),
+            ts_format: TsFormat::EpochMs,
+            time_zone: jiff::tz::TimeZone::UTC,
+            seq: Some(path("seq")),
+            include: None,
+            exclude: None,
+            non_numeric: NonNumericPolicy::Reject,
+            words: ValueMapping::default(),
         }
-        Some(ts) => ts,
+    }
+
+    /// The whole object, flattened with `.`; no ts or seq; non-numeric ignored.
+    pub fn generic() -> Self {
+        Self {
+            metrics: path(""),
+            flatten: true,
+            ts: None,
+            seq: None,
+            non_numeric: NonNumericPolicy::Ignore,
+            ..Self::thermocline()
+        }
+    }
+}
+
+fn globs(key: &str, patterns: Vec<String>) -> crate::Result<Option<(Vec<String>, GlobSet)>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in &patterns {
+        b.add(Glob::new(p).map_err(|e| Error::Config {
+            key: key.into(),
+            reason: format!("{p:?} is not a glob: {e}"),
+        })?);
+    }
+    let set = b.build().map_err(|e| Error::Config {
+        key: key.into(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some((patterns, set)))
+}
+
+impl RawJsonMapping {
+    /// Validates into a [`JsonMapping`]; `key` is the table's full key
+    /// (`devices.sources[1].json`).
+    pub fn validate(self, key: &str) -> crate::Result<JsonMapping> {
+        let invalid = |sub: &str, reason: String| Error::Config {
+            key: format!("{key}.{sub}"),
+            reason,
+        };
+        let base = match self.preset.unwrap_or(JsonPreset::Generic) {
+            JsonPreset::Thermocline => JsonMapping::thermocline(),
+            JsonPreset::Generic => JsonMapping::generic(),
+        };
+        let check_path = |sub: &str, p: &str| {
+            if p.split('.').any(str::is_empty) && !p.is_empty() {
+                Err(invalid(sub, format!("{p:?} has an empty segment")))
+            } else {
+                Ok(path(p))
+            }
+        };
+        let metrics = match &self.metrics {
+            Some(p) => check_path("metrics", p)?,
+            None => base.metrics.clone(),
+        };
+        let field = |sub: &str, given: &Option<String>, base: &Option<Box<[Box<str>]>>| {
+            Ok::<_, Error>(match given {
+                Some(p) if p.is_empty() => None,
+                Some(p) => Some(check_path(sub, p)?),
+                None => base.clone(),
+            })
+        };
+        let ts = field("ts_field", &self.ts_field, &base.ts)?;
+        let seq = field("seq_field", &self.seq_field, &base.seq)?;
+        let separator: Box<str> = match self.separator {
+            Some(s) => {
+                let ok = !s.is_empty()
+                    && s.len() <= 4
+                    && s.chars().all(|c| matches!(c, '-' | ':' | '.' | '/' | '_'));
+                if !ok {
+                    return Err(invalid(
+                        "separator",
+                        format!("{s:?}: 1-4 of the metric name characters - : . / _"),
+                    ));
+                }
+                s.into()
+            }
+            None => base.separator.clone(),
+        };
+        let max_depth = match self.max_depth {
+            Some(d) if (1..=MAX_DEPTH_LIMIT).contains(&d) => d as usize,
+            Some(d) => {
+                return Err(invalid(
+                    "max_depth",
+                    format!("{d} is out of range: 1-{MAX_DEPTH_LIMIT}"),
+                ))
+            }
+            None => base.max_depth,
+        };
+        let time_zone = match &self.time_zone {
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| {
+                invalid(
+                    "time_zone",
+                    format!("{name:?} is not a known IANA time zone: {e}"),
+                )
+            })?,
+            None => base.time_zone.clone(),
+        };
+        let ts_format = self.ts_format.unwrap_or(base.ts_format);
+        if ts_format != TsFormat::Iso8601 && self.time_zone.is_some() {
+            return Err(invalid(
+                "time_zone",
+                "only zone-less text has a time zone to apply: set ts_format = \"iso8601\"".into(),
+            ));
+        }
+        if let (Some(t), Some(s)) = (&ts, &seq) {
+            if t == s {
+                return Err(invalid("seq_field", "is the same field as ts_field".into()));
+            }
+        }
+        Ok(JsonMapping {
+            metrics,
+            separator,
+            flatten: self.flatten.unwrap_or(base.flatten),
+            max_depth,
+            ts,
+            ts_format,
+            time_zone,
+            seq,
+            include: globs(&format!("{key}.include"), self.include.unwrap_or_default())?,
+            exclude: globs(&format!("{key}.exclude"), self.exclude.unwrap_or_default())?,
+            non_numeric: self.non_numeric.unwrap_or(base.non_numeric),
+            words: ValueMapping {
+                metric: None,
+                booleans: self.booleans.unwrap_or(base.words.booleans),
+                words: match self.words {
+                    Some(w) => validate_words(&format!("{key}.words"), w)?,
+                    None => base.words.words.clone(),
+                },
+            },
+        })
+    }
+}
+
+/// Decodes a JSON object payload for `device_id` under `map`; `now_ms` stands
+/// in for an absent `ts`; more than `max_metrics` readings is `too_large`.
+pub fn decode(
+    payload: &[u8],
+    device_id: &DeviceId,
+    now_ms: i64,
+    map: &JsonMapping,
+    max_metrics: usize,
+) -> Result<Message, Rejection> {
+    let mut walk = Walk {
+        map,
+        path: Vec::with_capacity(8),
+        leaves: Vec::new(),
+        ts: None,
+        seq: None,
+        metrics_seen: false,
+        max_metrics,
+        fail: None,
     };
-    let metrics = parsed.metrics.0;
-    if metrics.is_empty() {
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let parsed = Node {
+        w: &mut walk,
+        role: Role::Root,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    if let Some(rejection) = walk.fail.take() {
+        return Err(rejection);
+    }
+    parsed.map_err(from_serde)?;
+    if !map.metrics.is_empty() && !walk.metrics_seen {
         return Err(Rejection::new(
             RejectReason::Malformed,
-            "`metrics` is empty",
+            format!("no `{}` object", map.metrics.join(".")),
         ));
     }
-    let mut readings = Vec::with_capacity(metrics.len());
+    let ts_ms = match walk.ts.take() {
+        None | Some(Ts::Null) => now_ms,
+        Some(ts) => ts.millis(map)?,
+    };
+    let seq = walk.seq;
+    let leaves = walk.leaves;
+    if leaves.is_empty() {
+        return Err(Rejection::new(
+            RejectReason::Malformed,
+            "no numeric metrics in the object",
+        ));
+    }
+    let mut readings = Vec::with_capacity(leaves.len());
     // Duplicate names: a linear scan for typical small messages, a set for big
     // ones (a 64 KiB payload can carry thousands of metrics; O(n²) would be a DoS).
     let mut seen =
-        (metrics.len() > DUPLICATE_SCAN_MAX).then(|| HashSet::with_capacity(metrics.len()));
-    for (i, (name, value)) in metrics.iter().enumerate() {
+        (leaves.len() > DUPLICATE_SCAN_MAX).then(|| HashSet::with_capacity(leaves.len()));
+    for (i, (name, value)) in leaves.iter().enumerate() {
         let metric = MetricName::parse(name)?;
         let value = value.finite(name)?;
         let duplicate = match &mut seen {
             Some(seen) => !seen.insert(&**name),
-            None => metrics[..i].iter().any(|(earlier, _)| earlier == name),
+            None => leaves[..i].iter().any(|(earlier, _)| earlier == name),
         };
         if duplicate {
             return Err(Rejection::new(
@@ -83,49 +396,381 @@ pub fn decode(payload: &[u8], device_id: &DeviceId, now_ms: i64) -> Result<Messa
             metric,
             ts_ms,
             value,
-            seq: parsed.seq,
+            seq,
         });
     }
     Ok(Message {
         device_id: device_id.clone(),
-        seq: parsed.seq,
+        seq,
         readings,
     })
 }
 
-#[derive(Deserialize)]
-struct Payload<'a> {
-    #[serde(default)]
-    ts: Option<i64>,
-    #[serde(default)]
-    seq: Option<u64>,
-    #[serde(borrow)]
-    metrics: Metrics<'a>,
+/// A timestamp as found, converted once the walk is done.
+enum Ts<'de> {
+    Null,
+    Int(i128),
+    Float(f64),
+    Text(Cow<'de, str>),
+    Other(&'static str),
 }
 
-/// The `metrics` object, in payload order.
-struct Metrics<'a>(Vec<(Cow<'a, str>, NumOr)>);
+/// Largest accepted epoch_s timestamp in ms, below i64::MAX as an f64.
+const TS_S_MAX_MS: f64 = 9.0e18;
 
-impl<'de: 'a, 'a> Deserialize<'de> for Metrics<'a> {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct MetricsVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for MetricsVisitor<'a> {
-            type Value = Metrics<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object of metric name to number")
+impl Ts<'_> {
+    fn millis(self, map: &JsonMapping) -> Result<i64, Rejection> {
+        let bad = |why: String| Rejection::new(RejectReason::Malformed, format!("ts {why}"));
+        let ms: i128 = match (map.ts_format, self) {
+            (TsFormat::EpochMs, Ts::Int(ms)) => ms,
+            (TsFormat::EpochMs, Ts::Float(f)) => {
+                return Err(bad(format!("{f} is not an integer of milliseconds")))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
-                while let Some(BorrowedStr(name)) = map.next_key()? {
-                    let value = map
-                        .next_value::<NumOr>()
-                        .map_err(|e| mark_out_of_range::<A::Error>(e, &name))?;
-                    out.push((name, value));
+            (TsFormat::EpochS, Ts::Int(s)) => s.saturating_mul(1000),
+            (TsFormat::EpochS, Ts::Float(s)) => {
+                let ms = (s * 1000.0).round();
+                if !(0.0..=TS_S_MAX_MS).contains(&ms) {
+                    return Err(bad(format!("{s} s is out of range")));
                 }
-                Ok(Metrics(out))
+                ms as i128
+            }
+            (TsFormat::Iso8601, Ts::Text(text)) => {
+                iso8601_ms(&text, &map.time_zone).ok_or_else(|| {
+                    bad(format!(
+                        "{:?} is neither RFC 3339 nor zone-less ISO 8601 date-time",
+                        truncate(&text, 40)
+                    ))
+                })? as i128
+            }
+            (fmt, Ts::Text(_)) => return Err(bad(format!("is text; ts_format is {fmt:?}"))),
+            (fmt, Ts::Int(_) | Ts::Float(_)) => {
+                return Err(bad(format!("is a number; ts_format is {fmt:?}")))
+            }
+            (_, Ts::Other(what)) => return Err(bad(format!("is {what}"))),
+            (_, Ts::Null) => unreachable!("null ts is the arrival time"),
+        };
+        if ms < 0 {
+            return Err(bad(format!("{ms} is negative")));
+        }
+        i64::try_from(ms).map_err(|_| bad(format!("{ms} is out of range")))
+    }
+}
+
+/// RFC 3339 (with an offset) or a zone-less ISO 8601 date-time in `tz`, as ms.
+fn iso8601_ms(text: &str, tz: &jiff::tz::TimeZone) -> Option<i64> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Some(ts.as_millisecond());
+    }
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    let zoned = civil.to_zoned(tz.clone()).ok()?;
+    Some(zoned.timestamp().as_millisecond())
+}
+
+/// What the walk gathered.
+struct Walk<'m, 'de> {
+    map: &'m JsonMapping,
+    /// Keys from the root to the current value.
+    path: Vec<Cow<'de, str>>,
+    /// (metric name, value) in payload order, already filtered.
+    leaves: Vec<(String, NumOr)>,
+    ts: Option<Ts<'de>>,
+    seq: Option<u64>,
+    metrics_seen: bool,
+    max_metrics: usize,
+    /// Set before a walk is aborted with a typed reason.
+    fail: Option<Rejection>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Root,
+    Ts,
+    Seq,
+    MetricsRoot,
+    /// Inside the metrics object, at this depth below it (1 = its own keys).
+    Metric(usize),
+    /// On the way to the ts, seq or metrics field.
+    Ancestor,
+    Ignore,
+}
+
+fn is(path: &[Cow<'_, str>], target: &[Box<str>]) -> bool {
+    path.len() == target.len() && path.iter().zip(target).all(|(a, b)| **a == **b)
+}
+
+fn is_prefix(path: &[Cow<'_, str>], target: &[Box<str>]) -> bool {
+    path.len() < target.len() && path.iter().zip(target).all(|(a, b)| **a == **b)
+}
+
+impl<'de> Walk<'_, 'de> {
+    fn role(&self) -> Role {
+        let map = self.map;
+        let p = &self.path[..];
+        if map.ts.as_deref().is_some_and(|t| is(p, t)) {
+            return Role::Ts;
+        }
+        if map.seq.as_deref().is_some_and(|s| is(p, s)) {
+            return Role::Seq;
+        }
+        if !map.metrics.is_empty() && is(p, &map.metrics) {
+            return Role::MetricsRoot;
+        }
+        if p.len() > map.metrics.len() && p.iter().zip(map.metrics.iter()).all(|(a, b)| **a == **b)
+        {
+            return Role::Metric(p.len() - map.metrics.len());
+        }
+        let on_the_way = is_prefix(p, &map.metrics)
+            || map.ts.as_deref().is_some_and(|t| is_prefix(p, t))
+            || map.seq.as_deref().is_some_and(|s| is_prefix(p, s));
+        if on_the_way {
+            Role::Ancestor
+        } else {
+            Role::Ignore
+        }
+    }
+
+    fn abort<E: de::Error>(&mut self, reason: RejectReason, detail: String) -> E {
+        self.fail = Some(Rejection::new(reason, detail));
+        E::custom("aborted")
+    }
+
+    /// The current metric's name: the keys below `metrics`, joined.
+    fn metric_name(&self) -> String {
+        let parts = &self.path[self.map.metrics.len()..];
+        let mut name = String::with_capacity(
+            parts
+                .iter()
+                .map(|p| p.len() + self.map.separator.len())
+                .sum(),
+        );
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                name.push_str(&self.map.separator);
+            }
+            name.push_str(part);
+        }
+        name
+    }
+
+    fn leaf<E: de::Error>(&mut self, value: NumOr) -> Result<(), E> {
+        let name = self.metric_name();
+        if let Some((_, set)) = &self.map.include {
+            if !set.is_match(&name) {
+                return Ok(());
             }
         }
-        de.deserialize_map(MetricsVisitor(std::marker::PhantomData))
+        if let Some((_, set)) = &self.map.exclude {
+            if set.is_match(&name) {
+                return Ok(());
+            }
+        }
+        if matches!(value, NumOr::Other(_)) && self.map.non_numeric == NonNumericPolicy::Ignore {
+            return Ok(());
+        }
+        if self.leaves.len() >= self.max_metrics {
+            let max = self.max_metrics;
+            return Err(self.abort(
+                RejectReason::TooLarge,
+                format!("more than {max} metrics in one message (devices.max_metrics_per_message)"),
+            ));
+        }
+        self.leaves.push((name, value));
+        Ok(())
+    }
+
+    fn word(&self, text: &str) -> NumOr {
+        match crate::value::word(text, &self.map.words) {
+            Some(v) => NumOr::Number(v),
+            None => NumOr::Other("a string"),
+        }
+    }
+}
+
+/// One value of the payload, visited in its role.
+struct Node<'w, 'm, 'de> {
+    w: &'w mut Walk<'m, 'de>,
+    role: Role,
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Node<'_, '_, 'de> {
+    /// A scalar (or a skipped container) in this node's role.
+    fn scalar<E: de::Error>(self, v: Scalar<'de>) -> Result<(), E> {
+        let w = self.w;
+        match self.role {
+            Role::Root => Err(w.abort(
+                RejectReason::Malformed,
+                format!("payload is {}, not a JSON object", v.what()),
+            )),
+            Role::MetricsRoot => {
+                let at = w.map.metrics.join(".");
+                Err(w.abort(
+                    RejectReason::Malformed,
+                    format!("`{at}` is {}, not an object", v.what()),
+                ))
+            }
+            Role::Ts => {
+                if w.ts.is_some() {
+                    return Err(w.abort(RejectReason::Malformed, "ts appears twice".into()));
+                }
+                w.ts = Some(match v {
+                    Scalar::Int(i) => Ts::Int(i),
+                    Scalar::Float(f) => Ts::Float(f),
+                    Scalar::Str(s) => Ts::Text(Cow::Owned(s)),
+                    Scalar::BorrowedStr(s) => Ts::Text(Cow::Borrowed(s)),
+                    Scalar::Null => Ts::Null,
+                    other => Ts::Other(other.what()),
+                });
+                Ok(())
+            }
+            Role::Seq => {
+                let seq = match v {
+                    Scalar::Null => None,
+                    Scalar::Int(i) => match u64::try_from(i) {
+                        Ok(s) => Some(s),
+                        Err(_) => {
+                            return Err(w.abort(
+                                RejectReason::Malformed,
+                                format!("seq {i} is not an unsigned 64-bit integer"),
+                            ))
+                        }
+                    },
+                    other => {
+                        return Err(w.abort(
+                            RejectReason::Malformed,
+                            format!("seq is {}, not an unsigned integer", other.what()),
+                        ))
+                    }
+                };
+                if w.seq.is_some() {
+                    return Err(w.abort(RejectReason::Malformed, "seq appears twice".into()));
+                }
+                w.seq = seq;
+                Ok(())
+            }
+            Role::Metric(_) => {
+                let value = match v {
+                    Scalar::Int(i) => NumOr::Number(i as f64),
+                    Scalar::Float(f) => NumOr::Number(f),
+                    Scalar::Bool(b) if w.map.words.booleans => {
+                        NumOr::Number(f64::from(u8::from(b)))
+                    }
+                    Scalar::Str(ref s) => w.word(s),
+                    Scalar::BorrowedStr(s) => w.word(s),
+                    other => NumOr::Other(other.what()),
+                };
+                w.leaf(value)
+            }
+            Role::Ancestor | Role::Ignore => Ok(()),
+        }
+    }
+}
+
+/// A non-object JSON value.
+enum Scalar<'de> {
+    Int(i128),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    BorrowedStr(&'de str),
+    Null,
+    Array,
+    /// An object that is not walked (flattening off).
+    Object,
+}
+
+impl Scalar<'_> {
+    fn what(&self) -> &'static str {
+        match self {
+            Scalar::Int(_) | Scalar::Float(_) => "a number",
+            Scalar::Bool(_) => "a bool",
+            Scalar::Str(_) | Scalar::BorrowedStr(_) => "a string",
+            Scalar::Null => "null",
+            Scalar::Array => "an array",
+            Scalar::Object => "an object",
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_, '_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.scalar(Scalar::Int(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.scalar(Scalar::Int(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.scalar(Scalar::Float(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.scalar(Scalar::Bool(v))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
+        self.scalar(Scalar::BorrowedStr(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.scalar(Scalar::Str(v.to_owned()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.scalar(Scalar::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.scalar(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.scalar(Scalar::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let w = self.w;
+        match self.role {
+            Role::Root | Role::Ancestor => {}
+            Role::MetricsRoot => w.metrics_seen = true,
+            Role::Metric(depth) if w.map.flatten => {
+                if depth >= w.map.max_depth {
+                    let max = w.map.max_depth;
+                    return Err(w.abort(
+                        RejectReason::Malformed,
+                        format!("metrics nested deeper than {max} levels (json.max_depth)"),
+                    ));
+                }
+            }
+            Role::Ignore | Role::Ts | Role::Seq | Role::Metric(_) => {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                return Node { w, role: self.role }.scalar(Scalar::Object);
+            }
+        }
+        while let Some(BorrowedStr(key)) = map.next_key()? {
+            w.path.push(key);
+            let role = w.role();
+            let result = map.next_value_seed(Node { w: &mut *w, role });
+            let key = w.path.pop().unwrap_or_default();
+            match result {
+                Err(e) if matches!(role, Role::Metric(_)) => {
+                    return Err(mark_out_of_range::<A::Error>(e, &key))
+                }
+                // An overflow in a ts or seq below a metric-role object stays
+                // malformed: quote it so the outer levels do not re-tag it.
+                Err(e) if e.to_string().starts_with("number out of range") => {
+                    return Err(de::Error::custom(format_args!(
+                        "{:?}: {e}",
+                        truncate(&key, 64)
+                    )))
+                }
+                other => other?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -256,159 +901,4 @@ pub(crate) fn from_serde(err: serde_json::Error) -> Rejection {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW: i64 = 1_732_530_000_000;
-
-    fn dev() -> DeviceId {
-        DeviceId::parse("dev-1").unwrap()
-    }
-
-    fn ok(payload: &str) -> Message {
-        decode(payload.as_bytes(), &dev(), NOW).unwrap_or_else(|e| panic!("{payload}: {e}"))
-    }
-
-    fn err(payload: &str) -> Rejection {
-        decode(payload.as_bytes(), &dev(), NOW).expect_err(payload)
-    }
-
-    #[test]
-    fn full_message() {
-        let m = ok(r#"{"ts":1732530000123,"seq":17,"metrics":{"temp":21.5,"hum":40.2}}"#);
-        assert_eq!(m.device_id, dev());
-        assert_eq!(m.seq, Some(17));
-        let got: Vec<_> = m
-            .readings
-            .iter()
-            .map(|r| {
-                (
-                    r.metric.as_str(),
-                    r.ts_ms,
-                    r.value,
-                    r.seq,
-                    r.device_id.as_str(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("temp", 1_732_530_000_123, 21.5, Some(17), "dev-1"),
-                ("hum", 1_732_530_000_123, 40.2, Some(17), "dev-1"),
-            ]
-        );
-    }
-
-    #[test]
-    fn optional_fields_and_unknown_keys() {
-        let m = ok(r#"{"metrics":{"t":1},"fw":"1.2","extra":{"a":[1,2,{"b":null}]}}"#);
-        assert_eq!(m.seq, None);
-        assert_eq!(m.readings[0].ts_ms, NOW);
-        assert_eq!(m.readings[0].value, 1.0);
-        let m = ok(r#"{"ts":null,"seq":null,"metrics":{"t":-3}}"#);
-        assert_eq!((m.readings[0].ts_ms, m.seq), (NOW, None));
-        let m = ok(" \n{\"ts\":0,\"metrics\":{\"t\":0}} \t");
-        assert_eq!(m.readings[0].ts_ms, 0);
-    }
-
-    #[test]
-    fn numbers_of_every_json_shape() {
-        let m = ok(
-            r#"{"metrics":{"i":-7,"u":18446744073709551615,"f":1.5e3,"big":1e300,"tiny":5e-324,"z":-0.0}}"#,
-        );
-        let values: Vec<f64> = m.readings.iter().map(|r| r.value).collect();
-        assert_eq!(
-            values,
-            [-7.0, 18446744073709551615.0, 1500.0, 1e300, 5e-324, -0.0]
-        );
-    }
-
-    #[test]
-    fn escaped_metric_names_are_decoded() {
-        let m = ok(r#"{"metrics":{"a\/b":1,"\u0074emp":2}}"#);
-        let names: Vec<_> = m.readings.iter().map(|r| r.metric.as_str()).collect();
-        assert_eq!(names, ["a/b", "temp"]);
-    }
-
-    #[test]
-    fn non_numeric_values() {
-        for v in [r#""hot""#, "true", "null", "{}", r#"{"v":1}"#, "[1]", "[]"] {
-            let e = err(&format!(r#"{{"metrics":{{"ok":1,"temp":{v}}}}}"#));
-            assert_eq!(e.reason, RejectReason::NonNumeric, "{v}: {e}");
-            assert!(e.detail.contains("temp"), "{}", e.detail);
-        }
-    }
-
-    #[test]
-    fn overflowing_numbers_are_non_finite() {
-        for v in ["1e999", "-1e999", &format!("1{}", "0".repeat(400))] {
-            let e = err(&format!(r#"{{"metrics":{{"temp":{v}}}}}"#));
-            assert_eq!(e.reason, RejectReason::NonFinite, "{v}: {e}");
-            assert!(e.detail.contains("temp"), "{}", e.detail);
-        }
-        // An overflowing `ts` is a malformed timestamp, not a value problem.
-        assert_eq!(
-            err(r#"{"ts":1e999,"metrics":{"temp":1}}"#).reason,
-            RejectReason::Malformed
-        );
-    }
-
-    #[test]
-    fn malformed_payloads() {
-        for p in [
-            "",
-            "{",
-            "[]",
-            "42",
-            r#"{"metrics":{"t":NaN}}"#,
-            r#"{"metrics":{"t":Infinity}}"#,
-            r#"{"metrics":{}}"#,
-            r#"{"ts":1}"#,
-            r#"{"metrics":[1,2]}"#,
-            r#"{"metrics":null}"#,
-            r#"{"ts":-1,"metrics":{"t":1}}"#,
-            r#"{"ts":1.5,"metrics":{"t":1}}"#,
-            r#"{"ts":"2024-01-01","metrics":{"t":1}}"#,
-            r#"{"ts":9223372036854775808,"metrics":{"t":1}}"#,
-            r#"{"seq":-1,"metrics":{"t":1}}"#,
-            r#"{"metrics":{"t":1,"t":2}}"#,
-            r#"{"ts":1,"ts":2,"metrics":{"t":1}}"#,
-            r#"{"metrics":{"t":1}} trailing"#,
-            r#"{"metrics":{"t":01}}"#,
-        ] {
-            assert_eq!(err(p).reason, RejectReason::Malformed, "{p:?}");
-        }
-        let invalid_utf8 = b"{\"metrics\":{\"t\xff\":1}}";
-        assert_eq!(
-            decode(invalid_utf8, &dev(), NOW).unwrap_err().reason,
-            RejectReason::Malformed
-        );
-    }
-
-    #[test]
-    fn invalid_metric_names() {
-        for name in ["", " temp", "温度", "a b", "_x", &"m".repeat(129)] {
-            let p = serde_json::json!({ "metrics": { name: 1.0 } }).to_string();
-            assert_eq!(err(&p).reason, RejectReason::InvalidMetric, "{name:?}");
-        }
-    }
-
-    #[test]
-    fn duplicates_found_in_large_messages_too() {
-        let mut metrics: Vec<String> = (0..5000).map(|i| format!(r#""m{i}":{i}"#)).collect();
-        let body = format!(r#"{{"metrics":{{{}}}}}"#, metrics.join(","));
-        assert_eq!(ok(&body).readings.len(), 5000);
-        metrics.push(r#""m17":1"#.into());
-        let body = format!(r#"{{"metrics":{{{}}}}}"#, metrics.join(","));
-        let e = err(&body);
-        assert_eq!(e.reason, RejectReason::Malformed);
-        assert!(e.detail.contains("m17"), "{}", e.detail);
-    }
-
-    #[test]
-    fn first_bad_metric_rejects_the_whole_message() {
-        let e = err(r#"{"metrics":{"good":1,"bad name":2,"worse":"x"}}"#);
-        assert_eq!(e.reason, RejectReason::InvalidMetric);
-    }
-}
+mod tests;

@@ -14,8 +14,9 @@
 //! - [`topic`]: [`topic::TopicTemplate`], `factory/{site}/{device_id}/{metric}`
 //!   → device id (and metric), and the subscription filters.
 //! - [`decode`]: topic + payload → [`Message`] or [`Rejection`]: routes the topic
-//!   to its source, then dispatches to [`json`] (the gateway's JSON object
-//!   format) and [`senml`] (RFC 8428).
+//!   to its source, then dispatches to [`json`] (JSON objects under a mapping;
+//!   the gateway's own format is its `thermocline` preset), [`senml`]
+//!   (RFC 8428) and [`value`] (a bare value, the metric from the topic).
 //! - [`sparkplug`]: Sparkplug B 3.0 (protobuf generated at build time from the
 //!   vendored Eclipse Tahu schema): topics, the stateful per-edge-node
 //!   [`sparkplug::Decoder`] (BIRTH aliases, `seq`, `bdSeq`, rebirth requests).
@@ -26,7 +27,7 @@
 //!   integration tests of every crate and the benchmarks.
 //!
 //! Data flows topic/payload → `decode` (route to a `source` by its `topic`
-//! template) → the source's format (`json` | `senml`) → `Message`.
+//! template) → the source's format (`json` | `senml` | `value`) → `Message`.
 
 pub mod config;
 pub mod decode;
@@ -44,6 +45,7 @@ pub mod sparkplug;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topic;
+pub mod value;
 
 pub use error::{Error, Result};
 pub use id::{DeviceId, MetricName};

@@ -289,7 +289,7 @@ impl TopicTemplate {
 
     /// Whether the template has a `{metric}` level.
     pub fn has_metric(&self) -> bool {
-        self.levels.iter().any(|l| *l == Level::Metric)
+        self.levels.contains(&Level::Metric)
     }
 
     /// The MQTT subscription filter: the literal levels before the first

@@ -345,7 +345,15 @@ fn simulator_template(devices: &devices::config::DevicesConfig) -> anyhow::Resul
     devices
         .sources
         .iter()
-        .find(|s| s.template.is_simple() && matches!(s.format, Format::Auto { .. } | Format::Json))
+        .find(|s| {
+            s.template.is_simple()
+                && match &s.format {
+                    Format::Auto { json, .. } | Format::Json(json) => {
+                        **json == devices::json::JsonMapping::thermocline()
+                    }
+                    _ => false,
+                }
+        })
         .map(|s| s.template.as_str().to_string())
         .ok_or_else(|| {
             anyhow::anyhow!(

@@ -31,6 +31,7 @@ fn defaults() {
     assert_eq!(
         cfg.sources[0].format,
         Format::Auto {
+            json: Box::new(crate::json::JsonMapping::thermocline()),
             senml: Default::default()
         }
     );
@@ -88,7 +89,7 @@ fn sources_follow_the_default_source_in_order() {
             "factory/{site}/{device_id}"
         ]
     );
-    assert_eq!(cfg.sources[1].format, Format::Json);
+    assert_eq!(cfg.sources[1].format, Format::thermocline_json());
     assert_eq!(
         cfg.subscription_filters(),
         ["devices/#", "factory/#", "tele/#"]
@@ -230,4 +231,54 @@ fn validation_errors_name_the_key() {
         key_of(raw.validate().unwrap_err()),
         "devices.max_future_skew"
     );
+}
+
+#[test]
+fn value_and_json_sources_check_their_metric_and_mappings() {
+    for (text, key, needle) in [
+        (
+            "[[sources]]\ntopic = \"s/{device_id}\"\nformat = \"value\"\n",
+            "devices.sources[0].value.metric",
+            "no {metric} level",
+        ),
+        (
+            "[[sources]]\ntopic = \"s/{device_id}/{metric}\"\nformat = \"value\"\nvalue = { metric = \"x\" }\n",
+            "devices.sources[0].value.metric",
+            "already",
+        ),
+        (
+            "[[sources]]\ntopic = \"s/{device_id}\"\nformat = \"value\"\nvalue = { metric = \"bad name\" }\n",
+            "devices.sources[0].value.metric",
+            "contains",
+        ),
+        (
+            "[[sources]]\ntopic = \"s/{device_id}/{metric}\"\nformat = \"json\"\n",
+            "devices.sources[0].topic",
+            "only for format = \"value\"",
+        ),
+        (
+            "[[sources]]\ntopic = \"s/{device_id}/{metric}\"\nformat = \"value\"\nvalue = { words = { on = 1, On = 2 } }\n",
+            "devices.sources[0].value.words",
+            "twice",
+        ),
+        (
+            "[[sources]]\ntopic = \"s/{device_id}\"\nformat = \"senml\"\njson = { flatten = false }\n",
+            "devices.sources[0].json",
+            "format is \"senml\"",
+        ),
+        (
+            "[[sources]]\ntopic = \"s/{device_id}\"\nformat = \"json\"\njson = { time_zone = \"Nowhere/Land\", ts_format = \"iso8601\" }\n",
+            "devices.sources[0].json.time_zone",
+            "IANA",
+        ),
+        (
+            "max_metrics_per_message = 0\n",
+            "devices.max_metrics_per_message",
+            "out of range",
+        ),
+    ] {
+        let (got, shown) = err_of(text);
+        assert_eq!(got, key, "{text}: {shown}");
+        assert!(shown.contains(needle), "{text}: {shown}");
+    }
 }

@@ -9,6 +9,7 @@ mod backfill_hot;
 mod cold;
 mod cold_outage;
 mod dashboards;
+mod field;
 mod first_run;
 mod fixtures;
 mod hot_cluster;

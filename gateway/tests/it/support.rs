@@ -117,6 +117,18 @@ impl TestGateway {
         redis_url: &str,
         extra: &[(&str, &str)],
     ) -> Self {
+        Self::start_with_config(name, broker, redis_url, None, extra).await
+    }
+
+    /// [`Self::start`] with a config file layered over the defaults (as
+    /// `thermocline run --config FILE`), the test's env over both.
+    pub async fn start_with_config(
+        name: &str,
+        broker: &Mosquitto,
+        redis_url: &str,
+        config: Option<&std::path::Path>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let prefix = unique(name);
         let mut env: Vec<(String, String)> = vec![
             ("THERMOCLINE__MQTT__PORT".into(), broker.port.to_string()),
@@ -131,7 +143,7 @@ impl TestGateway {
             ("THERMOCLINE__COLD__ENABLED".into(), "false".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let cfg = gateway::config::load_with_env(None, env)
+        let cfg = gateway::config::load_with_env(config, env)
             .unwrap()
             .validate()
             .unwrap();

@@ -179,6 +179,8 @@ impl Input {
 /// The gateway's validation rules, applied at one instant.
 pub struct Validator {
     devices: DevicesConfig,
+    /// The gateway's own JSON format, which NDJSON lines are in.
+    json: source::Format,
     now_ms: i64,
     /// Stamped on every row as its `gateway_id`: names the import.
     pub gateway: DeviceId,
@@ -193,6 +195,7 @@ impl Validator {
     pub fn new(devices: &DevicesConfig, now_ms: i64, gateway: DeviceId) -> Self {
         Self {
             devices: devices.clone(),
+            json: source::Format::thermocline_json(),
             now_ms,
             gateway,
             received_at_ms: now_ms,
@@ -249,8 +252,9 @@ impl Validator {
         }
         let msg = devices::decode::decode_payload(
             &self.devices,
-            &source::Format::Json,
+            &self.json,
             &device,
+            None,
             line,
             self.now_ms,
         )
