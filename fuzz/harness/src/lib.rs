@@ -45,7 +45,7 @@ pub struct Target {
     pub run: fn(&[u8]),
 }
 
-/// Every target, in the order `scripts/fuzz` runs them.
+/// Every target (`scripts/fuzz` runs them in `cargo fuzz list` order).
 pub const TARGETS: &[Target] = &[
     Target {
         name: "topic",
