@@ -124,15 +124,21 @@ impl RawDevicesConfig {
         if !self.topic_pattern.is_empty() {
             let template = TopicTemplate::parse(&self.topic_pattern)
                 .map_err(|reason| config_error("topic_pattern", reason))?;
-            let senml = RawSenmlMapping {
+            // `senml_non_numeric` is the legacy source's SenML policy: it only
+            // applies (and is only passed on) where the format reads SenML.
+            let senml = matches!(
+                self.payload_format,
+                PayloadFormat::Auto | PayloadFormat::Senml
+            )
+            .then_some(RawSenmlMapping {
                 non_numeric: self.senml_non_numeric,
-            };
+            });
             let format = build_format(
                 "",
                 &template,
                 self.payload_format,
                 Mappings {
-                    senml: Some(senml),
+                    senml,
                     ..Default::default()
                 },
             )?;

@@ -91,10 +91,7 @@ pub fn load_with_env(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<RawConfig> {
-    let mut builder = ::config::Config::builder().add_source(::config::File::from_str(
-        DEFAULT_TOML,
-        ::config::FileFormat::Toml,
-    ));
+    let mut builder = defaults();
     if let Some(p) = path {
         if !p.is_file() {
             return Err(Error::Config {
@@ -104,11 +101,37 @@ pub fn load_with_env(
         }
         builder = builder.add_source(::config::File::from(p).format(::config::FileFormat::Toml));
     }
+    with_env(builder, env)
+}
+
+/// [`load_with_env`] with the `--config` file's contents given as a string
+/// (the config fuzz target): the same layers, the same errors.
+pub fn load_str_with_env(
+    toml: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RawConfig> {
+    let builder = defaults().add_source(::config::File::from_str(toml, ::config::FileFormat::Toml));
+    with_env(builder, env)
+}
+
+/// The first layer: the built-in defaults.
+fn defaults() -> ::config::ConfigBuilder<::config::builder::DefaultState> {
+    ::config::Config::builder().add_source(::config::File::from_str(
+        DEFAULT_TOML,
+        ::config::FileFormat::Toml,
+    ))
+}
+
+/// The last layer, `THERMOCLINE__SECTION__KEY` from `env`, then deserialization.
+fn with_env(
+    builder: ::config::ConfigBuilder<::config::builder::DefaultState>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RawConfig> {
     let env: std::collections::HashMap<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with("THERMOCLINE__"))
         .collect();
-    builder = builder.add_source(
+    let builder = builder.add_source(
         ::config::Environment::with_prefix("THERMOCLINE")
             .prefix_separator("__")
             .separator("__")
@@ -332,6 +355,23 @@ mod tests {
             bad.to_string().contains("devices.sparkplug.id_separator"),
             "{bad}"
         );
+    }
+
+    #[test]
+    fn a_toml_string_is_the_file_layer() {
+        let c = load_str_with_env(
+            "[hot]\nflush_interval = \"250ms\"\nkey_prefix = \"file\"\n",
+            env(&[("THERMOCLINE__HOT__KEY_PREFIX", "env")]),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(c.hot.flush_interval, Duration::from_millis(250));
+        assert_eq!(c.hot.key_prefix, "env");
+        let e = load_str_with_env("[hot]\nflush_intervall = 1\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flush_intervall"), "{e}");
     }
 
     #[test]

@@ -161,8 +161,13 @@ pub(crate) fn read_released(dir: &Path) -> Result<Option<SpoolPos>> {
         return Err(corrupt("released watermark crc mismatch"));
     }
     let u = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    let segment = u(0);
+    // Open starts the next segment after the watermark's; the last id has none.
+    if segment == u64::MAX {
+        return Err(corrupt("released watermark names the last segment id"));
+    }
     Ok(Some(SpoolPos {
-        segment: u(0),
+        segment,
         offset: u(8),
     }))
 }

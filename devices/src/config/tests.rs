@@ -282,3 +282,21 @@ fn value_and_json_sources_check_their_metric_and_mappings() {
         assert!(shown.contains(needle), "{text}: {shown}");
     }
 }
+
+#[test]
+fn legacy_payload_format_json_or_senml_validates_with_the_default_senml_policy() {
+    // `senml_non_numeric` has a default, so it must not count as a SenML
+    // mapping given to a JSON-only default source (found by the fuzz harness).
+    for format in [
+        PayloadFormat::Auto,
+        PayloadFormat::Json,
+        PayloadFormat::Senml,
+    ] {
+        let cfg = RawDevicesConfig {
+            payload_format: format,
+            ..RawDevicesConfig::default()
+        }
+        .validate();
+        assert!(cfg.is_ok(), "{format:?}: {:?}", cfg.err());
+    }
+}
