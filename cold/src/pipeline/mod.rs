@@ -27,8 +27,10 @@
 //! bytes held in memory (`max_pending_bytes`): past that the task stops
 //! reading the channel and ingest waits. Replay keeps to the same bound: it
 //! reads the next record only once shipping has freed room, and watches for
-//! shutdown meanwhile. Messages spooled after the last cut marker (at most
-//! the channel's capacity plus one batch) replay into one open part. The spool's own bound
+//! shutdown meanwhile. The messages between two cut markers (ingest spools
+//! ahead of the pipeline by at most the channel's capacity, plus one batch)
+//! replay into one open part that must be held whole, since the marker names
+//! its batch: replay holds at most `max_pending_bytes` plus that. The spool's own bound
 //! (`cold.spool.max_size`) stops ingest when a store outage lasts long enough;
 //! the broker then holds the messages. While neither bound is reached, a store
 //! outage does not slow ingest or the hot path.

@@ -222,8 +222,8 @@ fn dead_endpoint() -> String {
 /// Issue 12: replay keeps to `cold.max_pending_bytes`. A spool filled during
 /// an S3 outage (about 3.7 MB of decoded rows, all cut) is replayed by a
 /// gateway restarted with a 1 MiB bound while S3 is still down: the bytes it
-/// holds never pass the bound plus one batch (the old replay decoded and
-/// queued everything). A third start with S3 back ships it all: ClickHouse
+/// holds never pass the bound plus what ingest spooled ahead of a cut marker
+/// (the channel) plus one batch (the old replay decoded and queued everything). A third start with S3 back ships it all: ClickHouse
 /// holds every reading and nothing is left to replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_after_an_outage_keeps_to_the_memory_bound_then_ends_exact() {
@@ -232,6 +232,12 @@ async fn replay_after_an_outage_keeps_to_the_memory_bound_then_ends_exact() {
     let dir = tempfile::tempdir().unwrap();
     let mut raw = config("replaybound", &dir.path().join("spool"));
     raw.batch.max_bytes = bytesize::ByteSize::kib(64);
+    // Ingest appends to the spool ahead of the pipeline by at most the
+    // channel: that many messages can stand between two cut markers, and
+    // replay must hold them together (the marker names their batch). A small
+    // channel keeps that part of the bound well below what the spool holds.
+    const CHANNEL: usize = 256;
+    raw.channel_capacity = CHANNEL;
     let up = raw.clone();
     raw.s3.endpoint = Some(dead_endpoint());
     raw.s3.max_attempts = 1;
@@ -286,7 +292,11 @@ async fn replay_after_an_outage_keeps_to_the_memory_bound_then_ends_exact() {
     // 2. Restart with a 1 MiB bound, S3 still down.
     let mut low = raw.clone();
     low.max_pending_bytes = bytesize::ByteSize::mib(1);
-    let bound = (1 << 20) + (64 << 10);
+    // The documented replay bound: max_pending_bytes, plus the messages the
+    // channel let ingest spool ahead of a cut marker, plus one batch. Each
+    // message here is METRICS rows of 93 estimated bytes (`row_bytes`).
+    let per_message = METRICS as usize * 93;
+    let bound = ((1 << 20) + (64 << 10) + CHANNEL * per_message) as i64;
     let (path, ingest, registry) = start(low, Registry::new(), Duration::from_secs(1)).await;
     let (mut peak, mut samples) = (0, 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
