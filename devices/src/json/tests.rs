@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::error::Error;
 
 /// The gateway's own format: the `thermocline` preset.
 fn decode(payload: &[u8], dev: &DeviceId, now: i64) -> Result<Message, Rejection> {
